@@ -1,0 +1,1 @@
+"""The HTTP door: a FastAPI app over the service core."""

@@ -1,0 +1,57 @@
+"""The app factory. Everything is built per app instance; nothing depends on the lifespan having run, because
+Starlette does not run a mounted app's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from user_service import __version__
+from user_service.api.errors import install_error_handlers
+from user_service.api.middleware import RequestGuard
+from user_service.api.routes import auth, health, uploads, users
+from user_service.config import Settings, load_settings
+from user_service.service import Clock, UserService
+from user_service.storage import AvatarStorage
+
+DESCRIPTION = (
+    "Username/password accounts in namespaces, JWT access tokens and rotating refresh tokens, profiles and "
+    "avatars. Every error body is `{detail, code}`; clients branch on `code`."
+)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Shut-down work of a user-service app; a host that mounts the app can enter it from its own lifespan."""
+    yield
+    service: UserService = app.state.service
+    service.close()
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    storage: AvatarStorage | None = None,
+) -> FastAPI:
+    """Build the HTTP app; settings default to the environment and `.env`. Refuses to build without a secret."""
+    settings = settings if settings is not None else load_settings()
+    settings.signing_key()
+    service = UserService(settings, clock=clock, storage=storage)
+    app = FastAPI(
+        title="user-service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.service = service
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.request_max_bytes, avatar_max_bytes=settings.avatar_max_bytes
+    )
+    install_error_handlers(app)
+    for area in (auth, users, uploads, health):
+        app.include_router(area.router)
+    return app

@@ -1,0 +1,110 @@
+"""The one place where errors become HTTP responses: domain errors by their status and code, and every stock
+FastAPI/Starlette error re-rendered so that no client input, however malformed, can turn into a 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from user_service.errors import TooManyAttempts, UserServiceError
+from user_service.schemas import ErrorBody, UnprocessableBody
+
+log = logging.getLogger("user_service.api")
+
+_TOKEN_ERRORS = {"invalid_token", "token_expired"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class RequestTooLarge(StarletteHTTPException):
+    """Raised while reading a body that outgrew its limit; FastAPI lets HTTPException through its body parser."""
+
+    def __init__(self, code: str, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than the limit of {limit} bytes.")
+        self.code = code
+
+
+def error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+
+def domain_error_headers(exc: UserServiceError) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if exc.status == 401:
+        # RFC 6750: tell the client which scheme to use, and why a presented token failed.
+        headers["WWW-Authenticate"] = (
+            f'Bearer error="invalid_token", error_description="{exc.code}"' if exc.code in _TOKEN_ERRORS else "Bearer"
+        )
+    if isinstance(exc, TooManyAttempts):
+        headers["Retry-After"] = str(exc.retry_after)
+    return headers
+
+
+async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UserServiceError)
+    return error_response(exc.status, exc.message, exc.code, domain_error_headers(exc))
+
+
+def _clean_loc(loc: Any) -> list[str | int]:
+    return [part if isinstance(part, int) else str(part) for part in loc]
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    # The stock handler echoes the input back, which fails on bytes that are not UTF-8 and on NaN.
+    assert isinstance(exc, RequestValidationError)
+    issues = [
+        {
+            "loc": _clean_loc(error.get("loc", ())),
+            "msg": str(error.get("msg", "invalid")).removeprefix("Value error, "),
+            "type": str(error.get("type", "value_error")),
+        }
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": issues}, status_code=422)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else "The request could not be completed."
+    return error_response(exc.status_code, detail, code, dict(exc.headers or {}))
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "Internal server error.", "internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(UserServiceError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def responses(*errors: type[UserServiceError], validation: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route: each status with the codes it can carry."""
+    by_status: dict[int, list[str]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error.code)
+    documented: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody, "description": "code: " + ", ".join(f"`{c}`" for c in codes)}
+        for status, codes in sorted(by_status.items())
+    }
+    if validation:
+        documented[422] = {
+            "model": UnprocessableBody,
+            "description": "Malformed request (a list of problems), or input the core refused (a sentence and a code).",
+        }
+    return documented

@@ -1,0 +1,24 @@
+"""Liveness and database reachability, for load balancers and operators."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from user_service import __version__
+from user_service.api.deps import ServiceDep
+from user_service.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/health",
+    summary="Service and database status",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The database cannot be reached."}},
+)
+def health(service: ServiceDep) -> JSONResponse:
+    ok = service.database_ok()
+    body = Health(status="ok" if ok else "unavailable", database="ok" if ok else "unavailable", version=__version__)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

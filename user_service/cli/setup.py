@@ -1,0 +1,156 @@
+"""Setting up and running the service: init, migrate, serve."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from user_service.cli._output import (
+    DatabaseUrlOption,
+    EnvFileOption,
+    cli_errors,
+    console,
+    exit_with_error,
+    settings_from,
+)
+from user_service.config import Settings
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(migrate)
+    app.command()(serve)
+
+
+def _set_line(content: str, name: str, value: str) -> str:
+    line = f"{name}={value}"
+    pattern = re.compile(rf"^{name}=.*$", re.MULTILINE)
+    if pattern.search(content):
+        return pattern.sub(lambda _match: line, content, count=1)
+    return content.rstrip("\n") + f"\n{line}\n"
+
+
+def init(
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing env file.")] = False,
+    env_file: Annotated[Path, typer.Option("--env-file", help="Where to write the settings.")] = Path(".env"),
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Write .env with a fresh secret, create the upload folder and migrate the database to the latest schema."""
+    from user_service.resources import shipped_path
+
+    if env_file.exists() and not force:
+        exit_with_error(f"{env_file} already exists; pass --force to overwrite it (its secret would change)")
+    with cli_errors():
+        content = shipped_path("env.example", ".env.example").read_text(encoding="utf-8")
+    content = _set_line(content, "JWT_SECRET_KEY", secrets.token_urlsafe(48))
+    if database_url:
+        content = _set_line(content, "DATABASE_URL", database_url)
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    console.print(f"Wrote {env_file} with a new JWT_SECRET_KEY.")
+    settings = settings_from(env_file, None)
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"Upload folder: {settings.upload_dir}")
+    _migrate(settings, "head")
+    console.print("Next: [bold]user-service serve[/bold]  (then open http://127.0.0.1:8000/docs)")
+
+
+def _migrate(settings: Settings, target: str) -> None:
+    from user_service import migrations
+    from user_service.db import make_engine
+
+    engine = make_engine(settings)
+    try:
+        with cli_errors():
+            before, after = migrations.migrate_to(engine, target)
+    finally:
+        engine.dispose()
+    if before == after:
+        console.print(f"Database already at {after or 'base'}.")
+    else:
+        console.print(f"Database migrated from {before or 'base'} to {after or 'base'}.")
+
+
+def migrate(
+    revision: Annotated[
+        str, typer.Option("--revision", "-r", help="Target: head, base, or a revision id (up or down).")
+    ] = "head",
+    current: Annotated[bool, typer.Option("--current", help="Show the current and latest revision only.")] = False,
+    env_file: EnvFileOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Migrate the database schema (to the latest revision unless --revision says otherwise)."""
+    settings = settings_from(env_file, database_url)
+    if not current:
+        _migrate(settings, revision)
+        return
+    from user_service import migrations
+    from user_service.db import make_engine
+
+    engine = make_engine(settings)
+    try:
+        with cli_errors():
+            now_at = migrations.current_revision(engine)
+    finally:
+        engine.dispose()
+    head = migrations.head_revision()
+    state = "up to date" if now_at == head else "behind: run `user-service migrate`"
+    console.print(f"current: {now_at or 'base'}\nhead:    {head}\n{state}")
+
+
+def _export(settings: Settings) -> None:
+    """Hand the resolved settings to uvicorn's worker processes through their environment."""
+    for name, value in settings.model_dump().items():
+        key = name.upper()
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            os.environ[key] = str(raw)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
+    reload: Annotated[bool, typer.Option("--reload", help="Restart on code changes (development).")] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    env_file: EnvFileOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Run the HTTP service under uvicorn; refuses to start without a usable secret or an up-to-date database."""
+    settings = settings_from(env_file, database_url)
+    with cli_errors():
+        settings.signing_key()
+    from user_service import migrations
+    from user_service.db import make_engine
+
+    engine = make_engine(settings)
+    try:
+        with cli_errors():
+            at_head = migrations.is_at_head(engine)
+    finally:
+        engine.dispose()
+    if not at_head:
+        exit_with_error("the database schema is not up to date; run `user-service migrate` first")
+
+    import uvicorn
+
+    _export(settings)
+    uvicorn.run(
+        "user_service.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=None if reload else workers,
+        reload=reload,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+    )

@@ -1,0 +1,48 @@
+"""Issuing tokens for existing users without their password (operators, scripts, service accounts)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from user_service.cli._output import DatabaseUrlOption, EnvFileOption, cli_errors, console, settings_from
+from user_service.cli.users import JsonOption, NamespaceArg, UsernameArg, open_service
+from user_service.schemas import TokenPair
+
+
+def register(app: typer.Typer) -> None:
+    app.command("issue-token")(issue_token)
+
+
+def issue_token(
+    namespace: NamespaceArg,
+    username: UsernameArg,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Start a session: print a refresh token too.")] = False,
+    ttl: Annotated[
+        int | None, typer.Option("--ttl", min=1, help="Access token lifetime in seconds.", show_default=False)
+    ] = None,
+    as_json: JsonOption = False,
+    env_file: EnvFileOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Print an access token (and with --refresh a refresh token) for an existing active user."""
+    settings = settings_from(env_file, database_url)
+    with cli_errors():
+        settings.signing_key()
+    service = open_service(settings)
+    try:
+        with cli_errors():
+            tokens = service.issue_tokens(namespace=namespace, username=username, ttl_seconds=ttl, with_refresh=refresh)
+    finally:
+        service.close()
+    body = {"access_token": tokens.access_token, "token_type": "bearer", "expires_in": tokens.expires_in}
+    if isinstance(tokens, TokenPair):
+        body["refresh_token"] = tokens.refresh_token
+    if as_json:
+        console.print_json(json.dumps(body))
+    elif isinstance(tokens, TokenPair):
+        console.print(f"access_token: {tokens.access_token}\nrefresh_token: {tokens.refresh_token}")
+    else:
+        console.print(tokens.access_token)

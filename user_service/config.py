@@ -1,0 +1,128 @@
+"""Settings, read from the environment and `.env` (pydantic-settings).
+
+Nothing here runs at import time: a `Settings()` call reads the environment when the caller asks for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from user_service.errors import ConfigurationError
+
+SECRET_MIN_LENGTH = 32
+_PLACEHOLDER_WORDS = ("replace-me", "change-me", "changeme", "changethis", "placeholder", "example")
+
+
+def secret_problem(value: str) -> str | None:
+    """Say why a JWT secret is unfit, or return None when it is fine."""
+    if len(value) < SECRET_MIN_LENGTH:
+        return f"JWT_SECRET_KEY must be at least {SECRET_MIN_LENGTH} characters"
+    lowered = value.lower()
+    if any(word in lowered for word in _PLACEHOLDER_WORDS):
+        return "JWT_SECRET_KEY is a placeholder; generate one with `user-service init`"
+    if len(set(value)) < 10:
+        return "JWT_SECRET_KEY is too repetitive to be a random secret"
+    return None
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; names are the environment variables' names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    database_url: str = "sqlite:///user-service.db"
+    db_pool_size: int = Field(default=5, ge=1, le=1000)
+    db_max_overflow: int = Field(default=10, ge=0, le=1000)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    db_pool_recycle_seconds: int = Field(default=1800, ge=-1)
+    db_connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
+
+    jwt_secret_key: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = Field(default="user-service", min_length=1)
+    jwt_audience: str = Field(default="user-service", min_length=1)
+    access_token_ttl_seconds: int = Field(default=900, ge=1, le=86_400)
+    refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=60)
+    session_max_lifetime_seconds: int = Field(default=7_776_000, ge=60)
+
+    bcrypt_rounds: int = Field(default=12, ge=4, le=20)
+    password_min_length: int = Field(default=8, ge=8, le=72)
+
+    login_max_failures: int = Field(default=10, ge=1, le=100)
+    login_lockout_seconds: int = Field(default=30, ge=1)
+    login_lockout_max_seconds: int = Field(default=900, ge=1)
+
+    avatar_max_bytes: int = Field(default=2_097_152, ge=1024, le=64 * 1024 * 1024)
+    avatar_max_pixels: int = Field(default=16_777_216, ge=1, le=200_000_000)
+    upload_dir: Path = Path("uploads")
+    public_base_url: str | None = None
+    request_max_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("jwt_secret_key")
+    @classmethod
+    def _secret_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        problem = secret_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("PUBLIC_BASE_URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _lockout_bounds(self) -> Settings:
+        if self.login_lockout_max_seconds < self.login_lockout_seconds:
+            raise ValueError("LOGIN_LOCKOUT_MAX_SECONDS must not be below LOGIN_LOCKOUT_SECONDS")
+        return self
+
+    def signing_key(self) -> str:
+        """The JWT secret, or a ConfigurationError saying it is missing."""
+        if self.jwt_secret_key is None:
+            raise ConfigurationError("JWT_SECRET_KEY is not set; run `user-service init` or set it in the environment")
+        return self.jwt_secret_key.get_secret_value()
+
+
+def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:
+    """Read settings from the environment and an env file, turning validation errors into one message."""
+    from pydantic import ValidationError
+
+    if env_file is not None and not env_file.is_file():
+        raise ConfigurationError(f"env file not found: {env_file}")
+    values: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
+    if env_file is not None:
+        values["_env_file"] = env_file
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None
+
+
+def describe_settings_error(exc: object) -> str:
+    """One line per invalid setting, naming the environment variable and never echoing its value."""
+    from pydantic import ValidationError
+
+    assert isinstance(exc, ValidationError)
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(message if message.startswith(name) else f"{name}: {message}")
+    return "; ".join(lines)

@@ -1,0 +1,92 @@
+"""Schema migrations, driven in code: the scripts ship inside the wheel (or come from the repository's alembic/
+folder in a source checkout), and the connection is handed to Alembic rather than read from a config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from user_service.errors import ConfigurationError, InvalidInput
+from user_service.resources import shipped_path
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+FILE_TEMPLATE = "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s"
+
+
+def script_location() -> Path:
+    """The folder holding env.py and versions/: bundled in the wheel, or the repository's own."""
+    return shipped_path("alembic", "alembic")
+
+
+def _config() -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    # ConfigParser interpolates '%', so a path holding one must be escaped.
+    config.set_main_option("script_location", str(script_location()).replace("%", "%%"))
+    config.set_main_option("file_template", FILE_TEMPLATE)
+    return config
+
+
+def _script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config())
+
+
+def head_revision() -> str:
+    head = _script().get_current_head()
+    assert head is not None
+    return str(head)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        revision = MigrationContext.configure(connection).get_current_revision()
+    return str(revision) if revision else None
+
+
+def history() -> list[str]:
+    """Every revision from the first to the head (the history is linear)."""
+    return [str(rev.revision) for rev in reversed(list(_script().walk_revisions()))]
+
+
+def migrate_to(engine: Engine, target: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade or downgrade to `target` ('head', 'base' or a revision id); returns (before, after)."""
+    from alembic import command
+
+    revisions = history()
+    before = current_revision(engine)
+    if target == "head":
+        target = revisions[-1]
+    if target != "base" and target not in revisions:
+        matches = [rev for rev in revisions if rev.startswith(target)]
+        if len(matches) != 1:
+            raise InvalidInput(f"unknown revision {target!r}; known: base, head, {', '.join(revisions)}")
+        target = matches[0]
+    position = {rev: index for index, rev in enumerate(revisions)}
+    if before is not None and before not in position:
+        raise ConfigurationError(
+            f"the database is at revision {before}, which this version of user-service does not know"
+        )
+    now_at = position.get(before, -1) if before else -1
+    goal = -1 if target == "base" else position[target]
+    config = _config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        if goal > now_at:
+            command.upgrade(config, target)
+        elif goal < now_at:
+            command.downgrade(config, target)
+    return before, current_revision(engine)
+
+
+def is_at_head(engine: Engine) -> bool:
+    return current_revision(engine) == head_revision()

@@ -1,0 +1,108 @@
+"""Request and response models (pydantic), shared by the HTTP API, the CLI and the core."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from user_service.validation import (
+    AvatarUrl,
+    Email,
+    Extra,
+    ExtraPatch,
+    FullName,
+    Namespace,
+    Password,
+    Username,
+)
+
+IMMUTABLE_FIELDS = ("id", "namespace", "username", "password", "password_hash")
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterRequest(_Input):
+    namespace: Namespace
+    username: Username
+    password: Password
+    email: Email | None = None
+    full_name: FullName | None = None
+    avatar_url: AvatarUrl | None = None
+    extra: Extra | None = None
+
+
+class LoginRequest(_Input):
+    # Deliberately loose: a malformed namespace or username is just an unknown account (401), not a 422 hint.
+    namespace: StrictStr = Field(examples=["my-app"])
+    username: StrictStr = Field(examples=["alice"])
+    password: StrictStr
+
+
+class RefreshRequest(_Input):
+    refresh_token: StrictStr
+
+
+class ProfilePatch(_Input):
+    """JSON Merge Patch (RFC 7396) of a profile: omitted fields stay, null clears."""
+
+    email: Email | None = None
+    full_name: FullName | None = None
+    avatar_url: AvatarUrl | None = None
+    extra: ExtraPatch | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_immutable(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            fixed = sorted(name for name in IMMUTABLE_FIELDS if name in data)
+            if fixed:
+                raise ValueError(f"{', '.join(fixed)} cannot be changed")
+        return data
+
+
+class Profile(BaseModel):
+    id: uuid.UUID
+    namespace: str
+    username: str
+    email: str | None
+    full_name: str | None
+    avatar_url: str | None
+    extra: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a token type, not a secret)
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    code: str
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class UnprocessableBody(BaseModel):
+    """A 422: FastAPI's list of problems for malformed requests, or a sentence and a code from the core."""
+
+    detail: list[ValidationIssue] | str
+    code: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable"]
+    version: str

@@ -1,0 +1,132 @@
+"""Pure functions for secrets: bcrypt password hashes, JWT access tokens and opaque refresh tokens.
+
+These functions are blocking (bcrypt is slow on purpose); callers keep them off the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import bcrypt
+import jwt
+
+from user_service.errors import InvalidToken, TokenExpired
+
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
+REQUIRED_CLAIMS = ("sub", "ns", "username", "type", "iat", "exp", "jti", "sid", "iss", "aud")
+
+
+def hash_password(password: str, rounds: int) -> str:
+    """A bcrypt hash of the password; the caller has already checked it is at most 72 bytes."""
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
+
+
+def check_password(password: str, password_hash: str) -> bool:
+    """Whether the password matches the hash; False (never an error) for input bcrypt cannot take."""
+    raw = password.encode("utf-8", "surrogatepass")
+    if len(raw) > 72:
+        return False
+    try:
+        return bcrypt.checkpw(raw, password_hash.encode("ascii"))
+    except ValueError:
+        return False
+
+
+def hash_rounds(password_hash: str) -> int | None:
+    """The cost factor recorded in a bcrypt hash (`$2b$12$...` -> 12)."""
+    parts = password_hash.split("$")
+    return int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    namespace: str
+    username: str
+    session_id: uuid.UUID | None
+    issued_at: int
+    expires_at: int
+    token_id: str
+
+
+def encode_access_token(
+    *,
+    key: str,
+    algorithm: str,
+    issuer: str,
+    audience: str,
+    user_id: uuid.UUID,
+    namespace: str,
+    username: str,
+    session_id: uuid.UUID | None,
+    now: datetime,
+    ttl_seconds: int,
+) -> str:
+    issued_at = int(now.timestamp())
+    claims: dict[str, Any] = {
+        "sub": str(user_id),
+        "ns": namespace,
+        "username": username,
+        "type": ACCESS_TOKEN_TYPE,
+        "sid": str(session_id) if session_id else "",
+        "iss": issuer,
+        "aud": audience,
+        "iat": issued_at,
+        "exp": issued_at + ttl_seconds,
+        "jti": secrets.token_hex(16),
+    }
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def decode_access_token(
+    token: str, *, key: str, algorithm: str, issuer: str, audience: str, now: datetime
+) -> AccessClaims:
+    """Verify signature, algorithm, issuer, audience, type and expiry (against `now`, the injected clock)."""
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=audience,
+            issuer=issuer,
+            # Expiry is checked below against the service clock, so that tests can move time.
+            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False},
+        )
+    except jwt.PyJWTError:
+        raise InvalidToken() from None
+    try:
+        if claims["type"] != ACCESS_TOKEN_TYPE:
+            raise InvalidToken()
+        expires_at, issued_at = claims["exp"], claims["iat"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (expires_at, issued_at)):
+            raise InvalidToken()
+        sid = claims["sid"]
+        parsed = AccessClaims(
+            user_id=uuid.UUID(claims["sub"]),
+            namespace=str(claims["ns"]),
+            username=str(claims["username"]),
+            session_id=uuid.UUID(sid) if sid else None,
+            issued_at=issued_at,
+            expires_at=expires_at,
+            token_id=str(claims["jti"]),
+        )
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidToken() from None
+    if now.timestamp() >= parsed.expires_at:
+        raise TokenExpired()
+    return parsed
+
+
+def new_refresh_token() -> str:
+    """An opaque refresh token with 256 bits of entropy."""
+    return secrets.token_urlsafe(32)
+
+
+def refresh_token_digest(token: str) -> str:
+    """What the database stores for a refresh token: its SHA-256, never the token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()

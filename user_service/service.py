@@ -1,0 +1,521 @@
+"""The service core: registration, login, tokens, profiles and avatars. Knows nothing of HTTP or terminals.
+
+Every method is blocking (database calls, bcrypt); the HTTP layer runs them in a worker thread. Each method is
+one short transaction, and the checks that must hold under concurrency are made by the database itself (unique
+constraints, conditional updates, row locks), never by a read followed by a write in another transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import CursorResult, Engine, delete, select, text, update
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from user_service import security
+from user_service.config import Settings
+from user_service.db import make_engine, make_sessionmakers
+from user_service.errors import (
+    DatabaseUnavailable,
+    EmailTaken,
+    FileTooLarge,
+    InvalidCredentials,
+    InvalidInput,
+    InvalidToken,
+    RefreshTokenReused,
+    TokenExpired,
+    TooManyAttempts,
+    UserDisabled,
+    UsernameTaken,
+    UserNotFound,
+    UserServiceError,
+)
+from user_service.images import detect_image
+from user_service.models import AuthSession, RefreshToken, User
+from user_service.passwords import check_password_policy
+from user_service.schemas import Profile, ProfilePatch, RegisterRequest, TokenPair
+from user_service.storage import AvatarStorage, LocalAvatarStorage
+from user_service.validation import EXTRA_MAX_KEYS, normalize_namespace, normalize_username
+
+Clock = Callable[[], datetime]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+log = logging.getLogger("user_service.security")
+
+_DUMMY_PASSWORD = "timing-equaliser-for-unknown-users"  # noqa: S105 (hashed for timing only)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    access_token: str
+    expires_in: int
+    token_type: str = "bearer"  # noqa: S105 (a token type, not a secret)
+
+
+def validate_input(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    """Validate input with the same model the HTTP API uses; errors become one InvalidInput sentence."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        raise InvalidInput("; ".join(problems)) from None
+
+
+def _try_normalize(namespace: object, username: object) -> tuple[str, str] | None:
+    if not isinstance(namespace, str) or not isinstance(username, str):
+        return None
+    try:
+        return normalize_namespace(namespace), normalize_username(username)
+    except ValueError:
+        return None
+
+
+class UserService:
+    """The one core behind the HTTP API and the CLI."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        storage: AvatarStorage | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine if engine is not None else make_engine(settings)
+        self._read, self._write = make_sessionmakers(self.engine)
+        self.storage: AvatarStorage = storage or LocalAvatarStorage(settings.upload_dir)
+        self.clock: Clock = clock or utcnow
+        self._dummy_hash: str | None = None
+        self._dummy_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[Session]:
+        factory = self._write if write else self._read
+        try:
+            with factory() as session, session.begin():
+                yield session
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+            raise DatabaseUnavailable() from None
+
+    def _hash(self, password: str) -> str:
+        return security.hash_password(password, self.settings.bcrypt_rounds)
+
+    def _equalise_timing(self, password: str) -> None:
+        """Spend the time of a real check, so an unknown account answers as slowly as a wrong password."""
+        with self._dummy_lock:
+            if self._dummy_hash is None:
+                self._dummy_hash = self._hash(_DUMMY_PASSWORD)
+        security.check_password(password, self._dummy_hash)
+
+    def profile_of(self, user: User) -> Profile:
+        """The public view of a user: never the hash or the lockout state."""
+        avatar_url = user.avatar_url
+        if user.avatar_key:
+            avatar_url = f"{self.settings.public_base_url or ''}/uploads/{user.avatar_key}"
+        return Profile(
+            id=user.id,
+            namespace=user.namespace,
+            username=user.username,
+            email=user.email,
+            full_name=user.full_name,
+            avatar_url=avatar_url,
+            extra=dict(user.extra or {}),
+            created_at=user.created_at,
+            updated_at=user.updated_at,
+        )
+
+    @staticmethod
+    def _find(session: Session, namespace: str, username: str) -> User | None:
+        return session.scalar(select(User).where(User.namespace == namespace, User.username == username))
+
+    def _find_user(self, namespace: str, username: str) -> User:
+        key = _try_normalize(namespace, username)
+        with self._transaction() as session:
+            user = self._find(session, *key) if key else None
+        if user is None:
+            raise UserNotFound(f"No user {username!r} in namespace {namespace!r}.")
+        return user
+
+    # -- registration -----------------------------------------------------------------------------------------
+
+    def register(
+        self,
+        *,
+        namespace: str,
+        username: str,
+        password: str,
+        email: str | None = None,
+        full_name: str | None = None,
+        avatar_url: str | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> Profile:
+        """Create an account; UsernameTaken or EmailTaken when the namespace already has one."""
+        data = validate_input(
+            RegisterRequest,
+            {
+                "namespace": namespace,
+                "username": username,
+                "password": password,
+                "email": email,
+                "full_name": full_name,
+                "avatar_url": avatar_url,
+                "extra": extra,
+            },
+        )
+        check_password_policy(data.password, min_length=self.settings.password_min_length)
+        # A cheap look first, so a taken name costs no bcrypt; the unique constraints decide races below.
+        with self._transaction() as session:
+            self._raise_if_taken(session, data.namespace, data.username, data.email)
+        password_hash = self._hash(data.password)
+        now = self.clock()
+        user = User(
+            id=uuid.uuid4(),
+            namespace=data.namespace,
+            username=data.username,
+            password_hash=password_hash,
+            email=data.email,
+            full_name=data.full_name,
+            avatar_url=data.avatar_url,
+            extra=data.extra or {},
+            is_active=True,
+            failed_login_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self._transaction(write=True) as session:
+                session.add(user)
+        except IntegrityError:
+            with self._transaction() as session:
+                self._raise_if_taken(session, data.namespace, data.username, data.email)
+            raise
+        log.info("user registered", extra={"event": "register", "namespace": user.namespace, "user_id": str(user.id)})
+        return self.profile_of(user)
+
+    def _raise_if_taken(self, session: Session, namespace: str, username: str, email: str | None) -> None:
+        if self._find(session, namespace, username) is not None:
+            raise UsernameTaken()
+        if email is not None and session.scalar(
+            select(User.id).where(User.namespace == namespace, User.email == email)
+        ):
+            raise EmailTaken()
+
+    # -- login and tokens -------------------------------------------------------------------------------------
+
+    def login(
+        self,
+        *,
+        namespace: str,
+        username: str,
+        password: str,
+        user_agent: str | None = None,
+        ip: str | None = None,
+    ) -> TokenPair:
+        """Check the password and start a session; the same InvalidCredentials for every kind of miss."""
+        key = _try_normalize(namespace, username)
+        with self._transaction() as session:
+            user = self._find(session, *key) if key else None
+        if user is None:
+            self._equalise_timing(password)
+            log.info("login failed", extra={"event": "login_failed", "namespace": key[0] if key else None})
+            raise InvalidCredentials()
+        now = self.clock()
+        if user.locked_until is not None and user.locked_until > now:
+            raise TooManyAttempts(math.ceil((user.locked_until - now).total_seconds()))
+        if not security.check_password(password, user.password_hash):
+            self._record_failure(user, now)
+            raise InvalidCredentials()
+        if not user.is_active:
+            raise UserDisabled()
+        new_hash = None
+        if security.hash_rounds(user.password_hash) != self.settings.bcrypt_rounds:
+            new_hash = self._hash(password)
+        pair = self._start_session(user, now=now, user_agent=user_agent, ip=ip, new_hash=new_hash)
+        log.info("login succeeded", extra={"event": "login", "namespace": user.namespace, "user_id": str(user.id)})
+        return pair
+
+    def _record_failure(self, user: User, now: datetime) -> None:
+        """Count a failed password atomically; lock the account once the count reaches the limit."""
+        settings = self.settings
+        with self._transaction(write=True) as session:
+            count = session.execute(
+                update(User)
+                .where(User.id == user.id)
+                .values(failed_login_count=User.failed_login_count + 1)
+                .returning(User.failed_login_count)
+            ).scalar_one()
+            if count >= settings.login_max_failures:
+                # Keycloak's shape: each further failure after a lock doubles the wait, up to the cap.
+                doublings = min(count - settings.login_max_failures, 32)
+                wait = min(settings.login_lockout_seconds * 2**doublings, settings.login_lockout_max_seconds)
+                session.execute(
+                    update(User).where(User.id == user.id).values(locked_until=now + timedelta(seconds=wait))
+                )
+                log.warning(
+                    "account locked",
+                    extra={"event": "lockout", "namespace": user.namespace, "user_id": str(user.id), "seconds": wait},
+                )
+        log.info("login failed", extra={"event": "login_failed", "namespace": user.namespace, "user_id": str(user.id)})
+
+    def _start_session(
+        self,
+        user: User,
+        *,
+        now: datetime,
+        user_agent: str | None = None,
+        ip: str | None = None,
+        new_hash: str | None = None,
+        access_ttl: int | None = None,
+    ) -> TokenPair:
+        settings = self.settings
+        auth_session = AuthSession(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + timedelta(seconds=settings.session_max_lifetime_seconds),
+            user_agent=(user_agent or None) and user_agent[:512],
+            ip=(ip or None) and ip[:64],
+        )
+        refresh_token = security.new_refresh_token()
+        with self._transaction(write=True) as session:
+            values: dict[str, Any] = {"failed_login_count": 0, "locked_until": None}
+            if new_hash is not None:
+                values["password_hash"] = new_hash
+            session.execute(update(User).where(User.id == user.id).values(**values))
+            session.add(auth_session)
+            session.flush()
+            session.add(self._refresh_row(auth_session, refresh_token, now))
+        return self._pair(user, auth_session.id, refresh_token, now, access_ttl)
+
+    def _refresh_row(self, auth_session: AuthSession, token: str, now: datetime) -> RefreshToken:
+        expires = min(now + timedelta(seconds=self.settings.refresh_token_ttl_seconds), auth_session.expires_at)
+        return RefreshToken(
+            id=uuid.uuid4(),
+            session_id=auth_session.id,
+            token_hash=security.refresh_token_digest(token),
+            created_at=now,
+            expires_at=expires,
+        )
+
+    def _access_token(self, user: User, session_id: uuid.UUID | None, now: datetime, ttl: int | None) -> AccessToken:
+        ttl = ttl or self.settings.access_token_ttl_seconds
+        token = security.encode_access_token(
+            key=self.settings.signing_key(),
+            algorithm=self.settings.jwt_algorithm,
+            issuer=self.settings.jwt_issuer,
+            audience=self.settings.jwt_audience,
+            user_id=user.id,
+            namespace=user.namespace,
+            username=user.username,
+            session_id=session_id,
+            now=now,
+            ttl_seconds=ttl,
+        )
+        return AccessToken(access_token=token, expires_in=ttl)
+
+    def _pair(
+        self, user: User, session_id: uuid.UUID, refresh_token: str, now: datetime, access_ttl: int | None = None
+    ) -> TokenPair:
+        access = self._access_token(user, session_id, now, access_ttl)
+        return TokenPair(access_token=access.access_token, refresh_token=refresh_token, expires_in=access.expires_in)
+
+    def refresh(self, refresh_token: str) -> TokenPair:
+        """Spend a refresh token for a new pair. A spent token presented again revokes its whole session."""
+        digest = security.refresh_token_digest(refresh_token)
+        now = self.clock()
+        new_token = security.new_refresh_token()
+        failure: UserServiceError | None = None
+        with self._transaction(write=True) as session:
+            row = session.execute(
+                select(RefreshToken, AuthSession, User)
+                .join(AuthSession, RefreshToken.session_id == AuthSession.id)
+                .join(User, AuthSession.user_id == User.id)
+                .where(RefreshToken.token_hash == digest)
+            ).first()
+            if row is None:
+                raise InvalidToken()
+            token_row, auth_session, user = row
+            if token_row.used_at is None:
+                if auth_session.revoked_at is not None:
+                    raise InvalidToken()
+                if auth_session.expires_at <= now or token_row.expires_at <= now:
+                    raise TokenExpired()
+                if not user.is_active:
+                    raise UserDisabled()
+            # The conditional update is the race guard: of concurrent refreshes with one token, one claims it.
+            claim = session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == token_row.id, RefreshToken.used_at.is_(None))
+                .values(used_at=now)
+            )
+            claimed = cast("CursorResult[Any]", claim).rowcount
+            if claimed != 1:
+                session.execute(
+                    update(AuthSession)
+                    .where(AuthSession.id == auth_session.id, AuthSession.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+                failure = RefreshTokenReused()
+            else:
+                auth_session.last_used_at = now
+                session.add(self._refresh_row(auth_session, new_token, now))
+        if failure is not None:
+            if isinstance(failure, RefreshTokenReused):
+                log.warning(
+                    "refresh token reuse: session revoked",
+                    extra={"event": "refresh_reuse", "user_id": str(user.id), "session_id": str(auth_session.id)},
+                )
+            raise failure
+        return self._pair(user, auth_session.id, new_token, now)
+
+    def authenticate(self, access_token: str) -> User:
+        """The active user an access token names; the user row is read on every call."""
+        claims = security.decode_access_token(
+            access_token,
+            key=self.settings.signing_key(),
+            algorithm=self.settings.jwt_algorithm,
+            issuer=self.settings.jwt_issuer,
+            audience=self.settings.jwt_audience,
+            now=self.clock(),
+        )
+        with self._transaction() as session:
+            user = session.get(User, claims.user_id)
+        if user is None or user.namespace != claims.namespace:
+            raise InvalidToken()
+        if user.tokens_valid_after is not None and claims.issued_at < user.tokens_valid_after.timestamp():
+            raise InvalidToken()
+        if not user.is_active:
+            raise UserDisabled()
+        return user
+
+    def issue_tokens(
+        self, *, namespace: str, username: str, ttl_seconds: int | None = None, with_refresh: bool = False
+    ) -> TokenPair | AccessToken:
+        """Tokens for an existing active user without a password (operators, through the CLI)."""
+        if ttl_seconds is not None and ttl_seconds < 1:
+            raise InvalidInput("ttl must be at least 1 second")
+        user = self._find_user(namespace, username)
+        if not user.is_active:
+            raise UserDisabled()
+        now = self.clock()
+        if with_refresh:
+            return self._start_session(user, now=now, access_ttl=ttl_seconds)
+        return self._access_token(user, None, now, ttl_seconds)
+
+    # -- profile ----------------------------------------------------------------------------------------------
+
+    def update_profile(self, user_id: uuid.UUID, patch: ProfilePatch | dict[str, Any]) -> Profile:
+        """Apply a JSON Merge Patch inside one transaction holding the user's row lock."""
+        if not isinstance(patch, ProfilePatch):
+            patch = validate_input(ProfilePatch, patch)
+        fields = patch.model_fields_set
+        old_key = None
+        try:
+            with self._transaction(write=True) as session:
+                user = session.get(User, user_id, with_for_update=True)
+                if user is None:
+                    raise InvalidToken()
+                if "email" in fields:
+                    user.email = patch.email
+                if "full_name" in fields:
+                    user.full_name = patch.full_name
+                if "avatar_url" in fields:
+                    old_key, user.avatar_key, user.avatar_url = user.avatar_key, None, patch.avatar_url
+                if "extra" in fields:
+                    user.extra = merge_extra(user.extra or {}, patch.extra)
+                user.updated_at = self.clock()
+        except IntegrityError:
+            raise EmailTaken() from None
+        if old_key:
+            self.storage.delete(old_key)
+        return self.profile_of(user)
+
+    def set_avatar(self, user_id: uuid.UUID, data: bytes) -> Profile:
+        """Store an uploaded avatar once its bytes prove to be an accepted image; the old file is deleted."""
+        if len(data) > self.settings.avatar_max_bytes:
+            raise FileTooLarge(f"The file is larger than {self.settings.avatar_max_bytes} bytes.")
+        extension = detect_image(data, max_pixels=self.settings.avatar_max_pixels)
+        key = self.storage.save(data, extension)
+        try:
+            with self._transaction(write=True) as session:
+                user = session.get(User, user_id, with_for_update=True)
+                if user is None:
+                    raise InvalidToken()
+                old_key, user.avatar_key, user.avatar_url = user.avatar_key, key, None
+                user.updated_at = self.clock()
+        except BaseException:
+            self.storage.delete(key)
+            raise
+        if old_key:
+            self.storage.delete(old_key)
+        return self.profile_of(user)
+
+    # -- administration ---------------------------------------------------------------------------------------
+
+    def get_user(self, *, namespace: str, username: str) -> Profile:
+        return self.profile_of(self._find_user(namespace, username))
+
+    def set_active(self, *, namespace: str, username: str, active: bool) -> Profile:
+        """Enable or disable an account; a disabled account's tokens stop working at once."""
+        user = self._find_user(namespace, username)
+        with self._transaction(write=True) as session:
+            session.execute(update(User).where(User.id == user.id).values(is_active=active, updated_at=self.clock()))
+        return self.get_user(namespace=namespace, username=username)
+
+    def delete_user(self, *, namespace: str, username: str) -> None:
+        """Delete an account, its sessions and its avatar file."""
+        user = self._find_user(namespace, username)
+        with self._transaction(write=True) as session:
+            session.execute(delete(User).where(User.id == user.id))
+        if user.avatar_key:
+            self.storage.delete(user.avatar_key)
+
+    def database_ok(self) -> bool:
+        try:
+            with self._transaction() as session:
+                session.execute(text("SELECT 1"))
+        except DatabaseUnavailable:
+            return False
+        return True
+
+
+def merge_extra(current: dict[str, str], patch: dict[str, str | None] | None) -> dict[str, str]:
+    """RFC 7396 on a flat map: null clears everything, a key set to null is removed, others are set."""
+    if patch is None:
+        return {}
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    if len(merged) > EXTRA_MAX_KEYS:
+        raise InvalidInput(f"extra may hold at most {EXTRA_MAX_KEYS} keys", code="too_many_extra_keys")
+    return merged
