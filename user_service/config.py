@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from user_service.errors import ConfigurationError
 
 SECRET_MIN_LENGTH = 32
+_KEY_BYTES_FOR = {"HS256": 32, "HS384": 48, "HS512": 64}
 _PLACEHOLDER_WORDS = ("replace-me", "change-me", "changeme", "changethis", "placeholder", "example")
 
 
@@ -38,6 +39,7 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         frozen=True,
+        hide_input_in_errors=True,
     )
 
     database_url: str = "sqlite:///user-service.db"
@@ -88,9 +90,13 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _lockout_bounds(self) -> Settings:
+    def _cross_checks(self) -> Settings:
         if self.login_lockout_max_seconds < self.login_lockout_seconds:
             raise ValueError("LOGIN_LOCKOUT_MAX_SECONDS must not be below LOGIN_LOCKOUT_SECONDS")
+        # RFC 7518 3.2: an HMAC key at least as long as the hash output.
+        needed = _KEY_BYTES_FOR[self.jwt_algorithm]
+        if self.jwt_secret_key is not None and len(self.jwt_secret_key.get_secret_value().encode()) < needed:
+            raise ValueError(f"JWT_SECRET_KEY must be at least {needed} bytes for {self.jwt_algorithm}")
         return self
 
     def signing_key(self) -> str:

@@ -409,8 +409,6 @@ class UserService:
             user = session.get(User, claims.user_id)
         if user is None or user.namespace != claims.namespace:
             raise InvalidToken()
-        if user.tokens_valid_after is not None and claims.issued_at < user.tokens_valid_after.timestamp():
-            raise InvalidToken()
         if not user.is_active:
             raise UserDisabled()
         return user

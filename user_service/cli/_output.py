@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from user_service.config import Settings, load_settings
 from user_service.errors import UserServiceError
+
+if TYPE_CHECKING:
+    from user_service.config import Settings
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -47,5 +49,7 @@ def cli_errors() -> Iterator[None]:
 
 
 def settings_from(env_file: Path | None, database_url: str | None) -> Settings:
+    from user_service.config import load_settings
+
     with cli_errors():
         return load_settings(env_file, database_url=database_url)

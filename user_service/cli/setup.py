@@ -6,7 +6,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,7 +18,9 @@ from user_service.cli._output import (
     exit_with_error,
     settings_from,
 )
-from user_service.config import Settings
+
+if TYPE_CHECKING:
+    from user_service.config import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -55,7 +57,7 @@ def init(
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(content)
     console.print(f"Wrote {env_file} with a new JWT_SECRET_KEY.")
-    settings = settings_from(env_file, None)
+    settings = settings_from(env_file, database_url)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"Upload folder: {settings.upload_dir}")
     _migrate(settings, "head")
@@ -141,9 +143,14 @@ def serve(
     if not at_head:
         exit_with_error("the database schema is not up to date; run `user-service migrate` first")
 
+    import signal
+    import sys
+
     import uvicorn
 
     _export(settings)
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; SIGTERM is a normal stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "user_service.api.app:create_app",
         factory=True,

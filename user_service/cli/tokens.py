@@ -9,7 +9,6 @@ import typer
 
 from user_service.cli._output import DatabaseUrlOption, EnvFileOption, cli_errors, console, settings_from
 from user_service.cli.users import JsonOption, NamespaceArg, UsernameArg, open_service
-from user_service.schemas import TokenPair
 
 
 def register(app: typer.Typer) -> None:
@@ -28,6 +27,8 @@ def issue_token(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Print an access token (and with --refresh a refresh token) for an existing active user."""
+    from user_service.schemas import TokenPair
+
     settings = settings_from(env_file, database_url)
     with cli_errors():
         settings.signing_key()

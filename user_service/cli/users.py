@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,8 +16,10 @@ from user_service.cli._output import (
     exit_with_error,
     settings_from,
 )
-from user_service.config import Settings
-from user_service.service import UserService
+
+if TYPE_CHECKING:
+    from user_service.config import Settings
+    from user_service.service import UserService
 
 NamespaceArg = Annotated[str, typer.Argument(help="The namespace (tenant).", show_default=False)]
 UsernameArg = Annotated[str, typer.Argument(help="The username.", show_default=False)]
@@ -34,6 +36,7 @@ def register(app: typer.Typer) -> None:
 def open_service(settings: Settings) -> UserService:
     """The core for one CLI command; like `serve`, it works only on a migrated database."""
     from user_service import migrations
+    from user_service.service import UserService
 
     service = UserService(settings)
     with cli_errors():

@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException
 
 from user_service.api.deps import ServiceDep
 from user_service.images import MEDIA_TYPES
+from user_service.schemas import ErrorBody
 
 router = APIRouter(tags=["uploads"])
 
@@ -23,7 +24,10 @@ _HEADERS = {
     "/uploads/{key}",
     summary="An uploaded avatar",
     response_class=FileResponse,
-    responses={200: {"content": {media: {} for media in MEDIA_TYPES.values()}}, 404: {"description": "No such file"}},
+    responses={
+        200: {"content": {media: {} for media in MEDIA_TYPES.values()}},
+        404: {"model": ErrorBody, "description": "code: `not_found`"},
+    },
 )
 async def read_upload(key: str, service: ServiceDep) -> FileResponse:
     path = service.storage.path(key)

@@ -1,0 +1,258 @@
+"""Fixtures: every test that touches the database runs once on SQLite and once on PostgreSQL.
+
+The schema comes from the migrations, applied once per run to a template (SQLite: a file copied per test;
+PostgreSQL: a database created for the run, its tables emptied before each test). Time moves by the `clock`
+fixture, never by sleeping; bcrypt runs at its minimum cost.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from user_service import migrations
+from user_service.api.app import create_app
+from user_service.cli import app as cli_app
+from user_service.config import Settings
+from user_service.db import make_engine
+from user_service.service import UserService
+
+TEST_SECRET = "tests-only-signing-key-0123456789-abcdefghij"
+PASSWORD = "correct horse battery"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "USER_SERVICE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("USER_SERVICE_TEST_REQUIRE_POSTGRES") == "1"
+TABLES = ("refresh_tokens", "auth_sessions", "users")
+PROFILE_KEYS = {"id", "namespace", "username", "email", "full_name", "avatar_url", "extra", "created_at", "updated_at"}
+START = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting leaks in from the machine's environment."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+class TemplateDatabase:
+    """A migrated database that hands out an empty copy per test."""
+
+    def __init__(self, kind: str, url: str, template_file: Path | None = None) -> None:
+        self.kind = kind
+        self.url = url
+        self.template_file = template_file
+
+    def fresh(self, tmp_path: Path) -> str:
+        if self.template_file is not None:
+            target = tmp_path / "user-service.db"
+            shutil.copyfile(self.template_file, target)
+            return f"sqlite:///{target}"
+        engine = create_engine(self.url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+        finally:
+            engine.dispose()
+        return self.url
+
+
+def _sqlite_template(directory: Path) -> TemplateDatabase:
+    path = directory / "template.db"
+    engine = make_engine(Settings(database_url=f"sqlite:///{path}", _env_file=None))  # type: ignore[call-arg]
+    migrations.migrate_to(engine, "head")
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return TemplateDatabase("sqlite", f"sqlite:///{path}", path)
+
+
+def postgres_available() -> str | None:
+    """None when PostgreSQL answers at the admin URL, else why not."""
+    engine = create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        return f"PostgreSQL is not reachable at {make_url(POSTGRES_ADMIN_URL).render_as_string()}: {type(exc).__name__}"
+    finally:
+        engine.dispose()
+    return None
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemplateDatabase]:
+    if request.param == "sqlite":
+        yield _sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
+        return
+    problem = postgres_available()
+    if problem is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(problem + " (USER_SERVICE_TEST_REQUIRE_POSTGRES=1)")
+        pytest.skip(problem)
+    name = f"user_service_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
+    migrations.migrate_to(engine, "head")
+    engine.dispose()
+    try:
+        yield TemplateDatabase("postgresql", url)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db_url(database: TemplateDatabase, tmp_path: Path) -> str:
+    """An empty, migrated database for this test."""
+    return database.fresh(tmp_path)
+
+
+@dataclass
+class FakeClock:
+    """The service's clock; tests move it instead of sleeping."""
+
+    now: datetime = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_settings(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": db_url,
+            "jwt_secret_key": TEST_SECRET,
+            "bcrypt_rounds": 4,
+            "upload_dir": tmp_path / "uploads",
+            "_env_file": None,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def app(settings: Settings, clock: FakeClock) -> FastAPI:
+    return create_app(settings, clock=clock)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def service(app: FastAPI) -> UserService:
+    svc: UserService = app.state.service
+    return svc
+
+
+@dataclass
+class Api:
+    """Short calls for the requests most tests make."""
+
+    client: TestClient
+    defaults: dict[str, str] = field(
+        default_factory=lambda: {"namespace": "app-x", "username": "alice", "password": PASSWORD}
+    )
+
+    def register(self, **fields: Any) -> httpx.Response:
+        body = {**self.defaults, **fields}
+        return self.client.post("/auth/register", json=body)
+
+    def login(self, **fields: Any) -> httpx.Response:
+        body = {**self.defaults, **fields}
+        body = {key: body[key] for key in ("namespace", "username", "password")}
+        return self.client.post("/auth/login", json=body)
+
+    def refresh(self, refresh_token: str) -> httpx.Response:
+        return self.client.post("/auth/refresh", json={"refresh_token": refresh_token})
+
+    def tokens(self, **fields: Any) -> dict[str, Any]:
+        """Register (unless the account exists) and log in; the token pair."""
+        created = self.register(**fields)
+        assert created.status_code in (201, 409), created.text
+        response = self.login(**fields)
+        assert response.status_code == 200, response.text
+        pair: dict[str, Any] = response.json()
+        return pair
+
+    def me(self, access_token: str) -> httpx.Response:
+        return self.client.get("/users/me", headers=bearer(access_token))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def api(client: TestClient) -> Api:
+    return Api(client)
+
+
+def image_bytes(fmt: str, size: tuple[int, int] = (32, 32)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 90)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@dataclass
+class Cli:
+    """Runs the `user-service` command in-process against this test's database, from an empty folder."""
+
+    runner: CliRunner
+    env: dict[str, str]
+
+    def __call__(self, *args: str, input: str | None = None) -> Any:
+        return self.runner.invoke(cli_app, list(args), input=input, env=self.env, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    env = {
+        "DATABASE_URL": db_url,
+        "JWT_SECRET_KEY": TEST_SECRET,
+        "BCRYPT_ROUNDS": "4",
+        "UPLOAD_DIR": str(tmp_path / "uploads"),
+    }
+    return Cli(CliRunner(), env)

@@ -1,0 +1,158 @@
+"""Real processes: `user-service serve` on a free loopback port, polled until healthy and always stopped.
+
+Every wait is bounded: a server that does not answer /health within START_DEADLINE fails the test with its
+output, and teardown escalates from SIGTERM to SIGKILL of the server's whole process group.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.conftest import PASSWORD
+
+VENV_BIN = Path(sys.executable).parent
+USER_SERVICE = VENV_BIN / "user-service"
+START_DEADLINE = 30.0
+POLL_INTERVAL = 0.1
+STOP_TIMEOUT = 20.0
+COMMAND_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def process_env(**settings: str) -> dict[str, str]:
+    """This process's environment (already stripped of every setting by the root conftest) plus `settings`."""
+    return {**os.environ, **settings}
+
+
+def run_command(
+    args: list[str | Path], *, env: dict[str, str], cwd: Path, timeout: float = COMMAND_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion within `timeout` seconds, capturing its output as text."""
+    return subprocess.run(
+        [str(arg) for arg in args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@dataclass
+class Server:
+    """A running `user-service serve`, its base URL and the file its output goes to."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + START_DEADLINE
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode} before answering:\n{self.output()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.base_url}/health", timeout=2.0).status_code == 200:
+                    return
+            # Waiting on the process doubles as the poll interval and notices an early exit at once.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(POLL_INTERVAL)
+        raise AssertionError(f"serve did not answer /health within {START_DEADLINE} s:\n{self.output()}")
+
+    def wait_for_output(self, text: str, count: int = 1) -> None:
+        """Until `text` appears `count` times in the server's output, within START_DEADLINE."""
+        deadline = time.monotonic() + START_DEADLINE
+        while self.output().count(text) < count:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"{text!r} did not appear {count} times:\n{self.output()}")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(POLL_INTERVAL)
+
+    def stop(self) -> int:
+        """SIGTERM, as a process manager sends it; SIGKILL to the process group if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        # The server leads its own process group (start_new_session), so this reaches its workers too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(STOP_TIMEOUT)
+
+
+StartServe = Callable[..., Server]
+
+
+@pytest.fixture
+def start_serve(tmp_path: Path) -> Iterator[StartServe]:
+    """Start `serve` on a free port and wait for /health; every server started is stopped at teardown."""
+    servers: list[Server] = []
+
+    def start(*args: str, env: dict[str, str], cwd: Path, executable: Path = USER_SERVICE) -> Server:
+        port = free_port()
+        log = tmp_path / f"serve-{len(servers)}.log"
+        with log.open("wb") as handle:
+            process = subprocess.Popen(
+                [str(executable), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(process, f"http://127.0.0.1:{port}", log)
+        servers.append(server)
+        server.wait_until_healthy()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.kill()
+
+
+def round_trip(base_url: str, *, namespace: str = "e2e", username: str = "alice") -> None:
+    """Register, log in, read the profile, refresh and use the new access token, over real HTTP."""
+    with httpx.Client(base_url=base_url, timeout=30.0) as http:
+        account = {"namespace": namespace, "username": username, "password": PASSWORD}
+        created = http.post("/auth/register", json={**account, "email": f"{username}@example.com"})
+        assert created.status_code == 201, created.text
+        assert created.json()["username"] == username
+
+        login = http.post("/auth/login", json=account)
+        assert login.status_code == 200, login.text
+        assert login.headers["cache-control"] == "no-store"
+        pair = login.json()
+
+        me = http.get("/users/me", headers={"Authorization": f"Bearer {pair['access_token']}"})
+        assert me.status_code == 200, me.text
+        assert me.json()["id"] == created.json()["id"]
+
+        refreshed = http.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert refreshed.status_code == 200, refreshed.text
+        new_pair = refreshed.json()
+        assert new_pair["refresh_token"] != pair["refresh_token"]
+        me_again = http.get("/users/me", headers={"Authorization": f"Bearer {new_pair['access_token']}"})
+        assert me_again.status_code == 200, me_again.text
+        assert me_again.json()["username"] == username

@@ -1,0 +1,142 @@
+"""Migrations are the only source of the schema: they go up and down, agree with the models, and run both from
+`user-service migrate` (in code) and from `alembic` at the repository root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+
+from user_service import (
+    migrations,
+    models,  # noqa: F401  (registers the tables on Base.metadata)
+)
+from user_service.config import Settings
+from user_service.db import Base, make_engine
+from user_service.errors import ConfigurationError, InvalidInput
+from user_service.service import UserService
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TABLES = {"users", "auth_sessions", "refresh_tokens"}
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """The test database; handed back at head, since the PostgreSQL one is shared by the whole run."""
+    engine = make_engine(Settings(database_url=db_url, _env_file=None))  # type: ignore[call-arg]
+    try:
+        yield engine
+        migrations.migrate_to(engine, "head")
+    finally:
+        engine.dispose()
+
+
+def table_names(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names()) - {"alembic_version"}
+
+
+def test_upgrade_downgrade_upgrade_round_trip(engine: Engine) -> None:
+    head = migrations.head_revision()
+    assert migrations.current_revision(engine) == head
+    assert table_names(engine) == TABLES
+
+    assert migrations.migrate_to(engine, "base") == (head, None)
+    assert table_names(engine) == set()
+    assert migrations.current_revision(engine) is None
+
+    assert migrations.migrate_to(engine, "head") == (None, head)
+    assert table_names(engine) == TABLES
+    assert migrations.is_at_head(engine)
+
+
+def test_migrate_at_head_is_a_no_op_that_keeps_the_data(engine: Engine, make_settings: Callable[..., Settings]) -> None:
+    service = UserService(make_settings())
+    try:
+        created = service.register(namespace="app-x", username="alice", password="correct horse battery")
+        head = migrations.head_revision()
+
+        assert migrations.migrate_to(engine, "head") == (head, head)
+
+        assert service.get_user(namespace="app-x", username="alice") == created
+    finally:
+        service.close()
+
+
+def test_models_and_migrations_agree(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+
+    assert differences == []
+
+
+def test_unknown_target_revision_is_refused(engine: Engine) -> None:
+    with pytest.raises(InvalidInput, match="unknown revision"):
+        migrations.migrate_to(engine, "0123456789ab")
+    assert migrations.is_at_head(engine)
+
+
+def test_database_at_an_unknown_revision_is_refused(engine: Engine) -> None:
+    head = migrations.head_revision()
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'fedcba987654'"))
+    try:
+        with pytest.raises(ConfigurationError, match="fedcba987654"):
+            migrations.migrate_to(engine, "base")
+        assert table_names(engine) == TABLES
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
+
+
+def alembic_upgrade_head(database_url: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_alembic_upgrade_head_from_the_repository_root(engine: Engine, db_url: str) -> None:
+    migrations.migrate_to(engine, "base")
+
+    done = alembic_upgrade_head(db_url)
+
+    assert done.returncode == 0, done.stderr
+    assert migrations.is_at_head(engine)
+    assert table_names(engine) == TABLES
+
+
+def test_alembic_upgrade_head_creates_a_fresh_sqlite_database(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+
+    done = alembic_upgrade_head(f"sqlite:///{path}")
+
+    assert done.returncode == 0, done.stderr
+    fresh = make_engine(Settings(database_url=f"sqlite:///{path}", _env_file=None))  # type: ignore[call-arg]
+    try:
+        assert migrations.is_at_head(fresh)
+        assert table_names(fresh) == TABLES
+    finally:
+        fresh.dispose()
+
+
+def test_script_location_is_the_repository_alembic_folder() -> None:
+    location = migrations.script_location().resolve()
+
+    assert location == REPO_ROOT / "alembic"
+    assert (location / "env.py").is_file()
+    head = migrations.head_revision()
+    assert [path.name for path in (location / "versions").glob(f"*_{head}_*.py")] != []
