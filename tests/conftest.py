@@ -154,6 +154,8 @@ def make_settings(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
             "jwt_secret_key": TEST_SECRET,
             "bcrypt_rounds": 4,
             "upload_dir": tmp_path / "uploads",
+            # Every TestClient request comes from one address; the per-address limit has tests of its own.
+            "rate_limit_enabled": False,
             "_env_file": None,
         }
         values.update(overrides)
@@ -254,5 +256,6 @@ def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
         "JWT_SECRET_KEY": TEST_SECRET,
         "BCRYPT_ROUNDS": "4",
         "UPLOAD_DIR": str(tmp_path / "uploads"),
+        "RATE_LIMIT_ENABLED": "false",
     }
     return Cli(CliRunner(), env)

@@ -33,7 +33,18 @@ from user_service.db import make_engine
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
-COMMANDS = ("init", "migrate", "serve", "create-user", "issue-token", "disable-user", "enable-user", "delete-user")
+COMMANDS = (
+    "init",
+    "migrate",
+    "serve",
+    "create-user",
+    "issue-token",
+    "disable-user",
+    "enable-user",
+    "delete-user",
+    "set-password",
+    "prune-sessions",
+)
 TABLES = {"users", "auth_sessions", "refresh_tokens"}
 PLACEHOLDER_SECRET = str(dotenv_values(ENV_EXAMPLE)["JWT_SECRET_KEY"])
 

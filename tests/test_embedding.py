@@ -322,7 +322,7 @@ def test_create_users_script_creates_the_users_then_stops_on_a_duplicate_run(
         profile = script_service.get_user(namespace="ops-team", username=username)
         assert profile.email == SCRIPT_USERS[username]
         script_service.login(namespace="ops-team", username=username, password=password)
-    assert script_service.authenticate(token).username == "alice"
+    assert script_service.authenticate(token).user.username == "alice"
 
     again = script_run("ops-team")
     assert again.returncode == 1

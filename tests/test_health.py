@@ -47,6 +47,7 @@ def unreachable(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
         jwt_secret_key=TEST_SECRET,
         bcrypt_rounds=4,
         upload_dir=tmp_path / "uploads",
+        rate_limit_enabled=False,
         _env_file=None,
     )
     with TestClient(create_app(settings, clock=clock)) as client:
@@ -71,7 +72,7 @@ def access_token_for_missing_row(clock: FakeClock) -> str:
         user_id=uuid.uuid4(),
         namespace="app-x",
         username="alice",
-        session_id=None,
+        session_id=uuid.uuid4(),
         now=clock.now,
         ttl_seconds=900,
     )

@@ -134,6 +134,7 @@ def shared(shared_database_url: str, tmp_path_factory: pytest.TempPathFactory) -
             jwt_secret_key=TEST_SECRET,
             bcrypt_rounds=4,
             upload_dir=tmp_path_factory.mktemp("hostile-uploads"),
+            rate_limit_enabled=False,
             _env_file=None,
         )
     app = create_app(settings, clock=FakeClock())

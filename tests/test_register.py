@@ -305,7 +305,7 @@ def test_unknown_field_is_422(api: Api, service: UserService) -> None:
 @pytest.mark.parametrize(
     "password",
     [
-        "12345678",
+        "q7x!mz0p",  # exactly the minimum length
         "é" * 8,  # counted in characters, not bytes
         "a" * 72,
         "é" * 36,  # 72 bytes of UTF-8

@@ -5,6 +5,8 @@ Nothing here runs at import time: a `Settings()` call reads the environment when
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +18,13 @@ from user_service.errors import ConfigurationError
 SECRET_MIN_LENGTH = 32
 _KEY_BYTES_FOR = {"HS256": 32, "HS384": 48, "HS512": 64}
 _PLACEHOLDER_WORDS = ("replace-me", "change-me", "changeme", "changethis", "placeholder", "example")
+
+
+_RATE_RE = re.compile(r"[1-9][0-9]{0,6}\s*/\s*(second|minute|hour|day)")
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def secret_problem(value: str) -> str | None:
@@ -69,6 +78,56 @@ class Settings(BaseSettings):
     upload_dir: Path = Path("uploads")
     public_base_url: str | None = None
     request_max_bytes: int = Field(default=1_048_576, ge=1024)
+
+    rate_limit_enabled: bool = True
+    rate_limit: str = "20/minute"
+    redis_url: str | None = None
+    trusted_proxies: str = ""
+    cors_origins: str = ""
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        if not _RATE_RE.fullmatch(value.strip()):
+            raise ValueError("RATE_LIMIT must look like '20/minute' (per second, minute, hour or day)")
+        return value.strip()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        for item in _split(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"TRUSTED_PROXIES: {item!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_parse(cls, value: str) -> str:
+        for item in _split(value):
+            if item != "*" and not item.startswith(("http://", "https://")):
+                raise ValueError(f"CORS_ORIGINS: {item!r} is not an http(s) origin")
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies))
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [item.rstrip("/") for item in _split(self.cors_origins)]
 
     @field_validator("jwt_secret_key")
     @classmethod

@@ -12,7 +12,9 @@
     ├── RefreshTokenReused          refresh_token_reused      401
     ├── UserDisabled                user_disabled             403
     ├── UserNotFound                user_not_found            404
+    ├── SessionNotFound             session_not_found         404
     ├── TooManyAttempts             too_many_attempts         429 (retry_after seconds)
+    ├── RateLimited                 rate_limited              429 (retry_after seconds)
     ├── FileTooLarge                file_too_large            413
     ├── UnsupportedMediaType        unsupported_media_type    415
     └── DatabaseUnavailable         database_unavailable      503
@@ -103,7 +105,15 @@ class UserNotFound(UserServiceError):
     message = "No such user."
 
 
+class SessionNotFound(UserServiceError):
+    code = "session_not_found"
+    status = 404
+    message = "No such session."
+
+
 class TooManyAttempts(UserServiceError):
+    """The account is locked after repeated failed logins."""
+
     code = "too_many_attempts"
     status = 429
     message = "Too many failed attempts; try again later."
@@ -111,6 +121,13 @@ class TooManyAttempts(UserServiceError):
     def __init__(self, retry_after: int, message: str | None = None) -> None:
         self.retry_after = max(1, retry_after)
         super().__init__(message)
+
+
+class RateLimited(TooManyAttempts):
+    """This client address sent too many requests to one endpoint."""
+
+    code = "rate_limited"
+    message = "Too many requests from this address; try again later."
 
 
 class FileTooLarge(UserServiceError):

@@ -39,7 +39,12 @@ class AuthSession(Base):
     """One login: owns the chain of rotated refresh tokens."""
 
     __tablename__ = "auth_sessions"
-    __table_args__ = (Index("ix_auth_sessions_user_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_auth_sessions_user_id", "user_id"),
+        # Pruning finds expired and long-ended sessions by these, without scanning the table.
+        Index("ix_auth_sessions_expires_at", "expires_at"),
+        Index("ix_auth_sessions_revoked_at", "revoked_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -59,6 +64,7 @@ class RefreshToken(Base):
     __table_args__ = (
         UniqueConstraint("token_hash"),
         Index("ix_refresh_tokens_session_id", "session_id"),
+        Index("ix_refresh_tokens_expires_at", "expires_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

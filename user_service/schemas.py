@@ -47,6 +47,15 @@ class RefreshRequest(_Input):
     refresh_token: StrictStr
 
 
+class LogoutRequest(_Input):
+    refresh_token: StrictStr
+
+
+class PasswordChangeRequest(_Input):
+    current_password: StrictStr
+    new_password: Password
+
+
 class ProfilePatch(_Input):
     """JSON Merge Patch (RFC 7396) of a profile: omitted fields stay, null clears."""
 
@@ -75,6 +84,16 @@ class Profile(BaseModel):
     extra: dict[str, str]
     created_at: datetime
     updated_at: datetime
+
+
+class SessionInfo(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime = Field(description="When the session last refreshed its tokens.")
+    expires_at: datetime = Field(description="Absolute end of the session; refreshing never extends it.")
+    user_agent: str | None
+    ip: str | None
+    current: bool = Field(description="Whether this is the session of the token making the request.")
 
 
 class TokenPair(BaseModel):

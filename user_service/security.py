@@ -48,7 +48,7 @@ class AccessClaims:
     user_id: uuid.UUID
     namespace: str
     username: str
-    session_id: uuid.UUID | None
+    session_id: uuid.UUID
     issued_at: int
     expires_at: int
     token_id: str
@@ -63,7 +63,7 @@ def encode_access_token(
     user_id: uuid.UUID,
     namespace: str,
     username: str,
-    session_id: uuid.UUID | None,
+    session_id: uuid.UUID,
     now: datetime,
     ttl_seconds: int,
 ) -> str:
@@ -73,7 +73,7 @@ def encode_access_token(
         "ns": namespace,
         "username": username,
         "type": ACCESS_TOKEN_TYPE,
-        "sid": str(session_id) if session_id else "",
+        "sid": str(session_id),
         "iss": issuer,
         "aud": audience,
         "iat": issued_at,
@@ -105,12 +105,11 @@ def decode_access_token(
         expires_at, issued_at = claims["exp"], claims["iat"]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (expires_at, issued_at)):
             raise InvalidToken()
-        sid = claims["sid"]
         parsed = AccessClaims(
             user_id=uuid.UUID(claims["sub"]),
             namespace=str(claims["ns"]),
             username=str(claims["username"]),
-            session_id=uuid.UUID(sid) if sid else None,
+            session_id=uuid.UUID(claims["sid"]),
             issued_at=issued_at,
             expires_at=expires_at,
             token_id=str(claims["jti"]),

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import CursorResult, Engine, delete, select, text, update
+from sqlalchemy import CursorResult, Engine, and_, delete, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,7 @@ from user_service.errors import (
     InvalidInput,
     InvalidToken,
     RefreshTokenReused,
+    SessionNotFound,
     TokenExpired,
     TooManyAttempts,
     UserDisabled,
@@ -40,23 +41,32 @@ from user_service.errors import (
     UserNotFound,
     UserServiceError,
 )
+from user_service.events import security_event
 from user_service.images import detect_image
 from user_service.models import AuthSession, RefreshToken, User
 from user_service.passwords import check_password_policy
-from user_service.schemas import Profile, ProfilePatch, RegisterRequest, TokenPair
+from user_service.schemas import Profile, ProfilePatch, RegisterRequest, SessionInfo, TokenPair
 from user_service.storage import AvatarStorage, LocalAvatarStorage
 from user_service.validation import EXTRA_MAX_KEYS, normalize_namespace, normalize_username
 
 Clock = Callable[[], datetime]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
-log = logging.getLogger("user_service.security")
+log = logging.getLogger("user_service.service")
 
 _DUMMY_PASSWORD = "timing-equaliser-for-unknown-users"  # noqa: S105 (hashed for timing only)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who an access token speaks for: the user (read fresh from the database) and the token's session."""
+
+    user: User
+    session_id: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,7 @@ class UserService:
         full_name: str | None = None,
         avatar_url: str | None = None,
         extra: dict[str, str] | None = None,
+        ip: str | None = None,
     ) -> Profile:
         """Create an account; UsernameTaken or EmailTaken when the namespace already has one."""
         data = validate_input(
@@ -188,7 +199,7 @@ class UserService:
                 "extra": extra,
             },
         )
-        check_password_policy(data.password, min_length=self.settings.password_min_length)
+        self._check_policy(data.password, username=data.username, email=data.email)
         # A cheap look first, so a taken name costs no bcrypt; the unique constraints decide races below.
         with self._transaction() as session:
             self._raise_if_taken(session, data.namespace, data.username, data.email)
@@ -215,8 +226,11 @@ class UserService:
             with self._transaction() as session:
                 self._raise_if_taken(session, data.namespace, data.username, data.email)
             raise
-        log.info("user registered", extra={"event": "register", "namespace": user.namespace, "user_id": str(user.id)})
+        security_event("register", namespace=user.namespace, username=user.username, user_id=user.id, ip=ip)
         return self.profile_of(user)
+
+    def _check_policy(self, password: str, *, username: str, email: str | None) -> None:
+        check_password_policy(password, min_length=self.settings.password_min_length, username=username, email=email)
 
     def _raise_if_taken(self, session: Session, namespace: str, username: str, email: str | None) -> None:
         if self._find(session, namespace, username) is not None:
@@ -243,24 +257,29 @@ class UserService:
             user = self._find(session, *key) if key else None
         if user is None:
             self._equalise_timing(password)
-            log.info("login failed", extra={"event": "login_failed", "namespace": key[0] if key else None})
+            security_event("login_failed", namespace=key[0] if key else None, username=key[1] if key else None, ip=ip)
             raise InvalidCredentials()
         now = self.clock()
-        if user.locked_until is not None and user.locked_until > now:
-            raise TooManyAttempts(math.ceil((user.locked_until - now).total_seconds()))
-        if not security.check_password(password, user.password_hash):
-            self._record_failure(user, now)
-            raise InvalidCredentials()
+        self._check_password_or_count(user, password, now, ip=ip)
         if not user.is_active:
             raise UserDisabled()
         new_hash = None
         if security.hash_rounds(user.password_hash) != self.settings.bcrypt_rounds:
             new_hash = self._hash(password)
         pair = self._start_session(user, now=now, user_agent=user_agent, ip=ip, new_hash=new_hash)
-        log.info("login succeeded", extra={"event": "login", "namespace": user.namespace, "user_id": str(user.id)})
+        security_event("login", namespace=user.namespace, username=user.username, user_id=user.id, ip=ip)
         return pair
 
-    def _record_failure(self, user: User, now: datetime) -> None:
+    def _check_password_or_count(self, user: User, password: str, now: datetime, *, ip: str | None) -> None:
+        """Refuse a locked account outright; count a wrong password toward the lock."""
+        if user.locked_until is not None and user.locked_until > now:
+            security_event("login_refused_locked", user_id=user.id, ip=ip)
+            raise TooManyAttempts(math.ceil((user.locked_until - now).total_seconds()))
+        if not security.check_password(password, user.password_hash):
+            self._record_failure(user, now, ip=ip)
+            raise InvalidCredentials()
+
+    def _record_failure(self, user: User, now: datetime, *, ip: str | None) -> None:
         """Count a failed password atomically; lock the account once the count reaches the limit."""
         settings = self.settings
         with self._transaction(write=True) as session:
@@ -270,6 +289,7 @@ class UserService:
                 .values(failed_login_count=User.failed_login_count + 1)
                 .returning(User.failed_login_count)
             ).scalar_one()
+            wait = 0
             if count >= settings.login_max_failures:
                 # Keycloak's shape: each further failure after a lock doubles the wait, up to the cap.
                 doublings = min(count - settings.login_max_failures, 32)
@@ -277,11 +297,10 @@ class UserService:
                 session.execute(
                     update(User).where(User.id == user.id).values(locked_until=now + timedelta(seconds=wait))
                 )
-                log.warning(
-                    "account locked",
-                    extra={"event": "lockout", "namespace": user.namespace, "user_id": str(user.id), "seconds": wait},
-                )
-        log.info("login failed", extra={"event": "login_failed", "namespace": user.namespace, "user_id": str(user.id)})
+        who = {"namespace": user.namespace, "username": user.username, "user_id": user.id, "ip": ip}
+        security_event("login_failed", failures=count, **who)
+        if wait:
+            security_event("lockout", seconds=wait, **who)
 
     def _start_session(
         self,
@@ -292,7 +311,9 @@ class UserService:
         ip: str | None = None,
         new_hash: str | None = None,
         access_ttl: int | None = None,
+        end_other_sessions: bool = False,
     ) -> TokenPair:
+        """One transaction: reset the failure count, store a new hash if any, open a session with its first token."""
         settings = self.settings
         auth_session = AuthSession(
             id=uuid.uuid4(),
@@ -308,11 +329,23 @@ class UserService:
             values: dict[str, Any] = {"failed_login_count": 0, "locked_until": None}
             if new_hash is not None:
                 values["password_hash"] = new_hash
+                values["updated_at"] = now
             session.execute(update(User).where(User.id == user.id).values(**values))
+            if end_other_sessions:
+                self._revoke_sessions(session, user.id, now)
             session.add(auth_session)
             session.flush()
             session.add(self._refresh_row(auth_session, refresh_token, now))
         return self._pair(user, auth_session.id, refresh_token, now, access_ttl)
+
+    @staticmethod
+    def _revoke_sessions(session: Session, user_id: uuid.UUID, now: datetime, only: uuid.UUID | None = None) -> int:
+        """End the user's open sessions (or just one); returns how many were open."""
+        condition = and_(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+        if only is not None:
+            condition = and_(condition, AuthSession.id == only)
+        result = session.execute(update(AuthSession).where(condition).values(revoked_at=now))
+        return cast("CursorResult[Any]", result).rowcount
 
     def _refresh_row(self, auth_session: AuthSession, token: str, now: datetime) -> RefreshToken:
         expires = min(now + timedelta(seconds=self.settings.refresh_token_ttl_seconds), auth_session.expires_at)
@@ -324,7 +357,7 @@ class UserService:
             expires_at=expires,
         )
 
-    def _access_token(self, user: User, session_id: uuid.UUID | None, now: datetime, ttl: int | None) -> AccessToken:
+    def _access_token(self, user: User, session_id: uuid.UUID, now: datetime, ttl: int | None) -> AccessToken:
         ttl = ttl or self.settings.access_token_ttl_seconds
         token = security.encode_access_token(
             key=self.settings.signing_key(),
@@ -346,7 +379,7 @@ class UserService:
         access = self._access_token(user, session_id, now, access_ttl)
         return TokenPair(access_token=access.access_token, refresh_token=refresh_token, expires_in=access.expires_in)
 
-    def refresh(self, refresh_token: str) -> TokenPair:
+    def refresh(self, refresh_token: str, *, ip: str | None = None) -> TokenPair:
         """Spend a refresh token for a new pair. A spent token presented again revokes its whole session."""
         digest = security.refresh_token_digest(refresh_token)
         now = self.clock()
@@ -375,57 +408,168 @@ class UserService:
                 .where(RefreshToken.id == token_row.id, RefreshToken.used_at.is_(None))
                 .values(used_at=now)
             )
-            claimed = cast("CursorResult[Any]", claim).rowcount
-            if claimed != 1:
-                session.execute(
-                    update(AuthSession)
-                    .where(AuthSession.id == auth_session.id, AuthSession.revoked_at.is_(None))
-                    .values(revoked_at=now)
-                )
+            if cast("CursorResult[Any]", claim).rowcount != 1:
+                self._revoke_sessions(session, user.id, now, only=auth_session.id)
                 failure = RefreshTokenReused()
             else:
                 auth_session.last_used_at = now
                 session.add(self._refresh_row(auth_session, new_token, now))
         if failure is not None:
-            if isinstance(failure, RefreshTokenReused):
-                log.warning(
-                    "refresh token reuse: session revoked",
-                    extra={"event": "refresh_reuse", "user_id": str(user.id), "session_id": str(auth_session.id)},
-                )
+            security_event(
+                "refresh_reuse",
+                namespace=user.namespace,
+                user_id=user.id,
+                session_id=auth_session.id,
+                ip=ip,
+            )
             raise failure
         return self._pair(user, auth_session.id, new_token, now)
 
-    def authenticate(self, access_token: str) -> User:
-        """The active user an access token names; the user row is read on every call."""
+    def authenticate(self, access_token: str) -> Principal:
+        """The active user an access token names, read on every call, and its session, which must be open."""
+        now = self.clock()
         claims = security.decode_access_token(
             access_token,
             key=self.settings.signing_key(),
             algorithm=self.settings.jwt_algorithm,
             issuer=self.settings.jwt_issuer,
             audience=self.settings.jwt_audience,
-            now=self.clock(),
+            now=now,
         )
         with self._transaction() as session:
-            user = session.get(User, claims.user_id)
-        if user is None or user.namespace != claims.namespace:
+            row = session.execute(
+                select(User, AuthSession.revoked_at, AuthSession.expires_at)
+                .join(AuthSession, and_(AuthSession.user_id == User.id, AuthSession.id == claims.session_id))
+                .where(User.id == claims.user_id)
+            ).first()
+        if row is None:
+            raise InvalidToken()
+        user, revoked_at, expires_at = row
+        if user.namespace != claims.namespace or revoked_at is not None or expires_at <= now:
             raise InvalidToken()
         if not user.is_active:
             raise UserDisabled()
-        return user
+        return Principal(user=user, session_id=claims.session_id)
 
     def issue_tokens(
         self, *, namespace: str, username: str, ttl_seconds: int | None = None, with_refresh: bool = False
     ) -> TokenPair | AccessToken:
-        """Tokens for an existing active user without a password (operators, through the CLI)."""
+        """Tokens for an existing active user without a password (operators, through the CLI); a new session."""
         if ttl_seconds is not None and ttl_seconds < 1:
             raise InvalidInput("ttl must be at least 1 second")
         user = self._find_user(namespace, username)
         if not user.is_active:
             raise UserDisabled()
-        now = self.clock()
+        pair = self._start_session(user, now=self.clock(), access_ttl=ttl_seconds, user_agent="user-service CLI")
+        security_event("token_issued", namespace=user.namespace, username=user.username, user_id=user.id)
         if with_refresh:
-            return self._start_session(user, now=now, access_ttl=ttl_seconds)
-        return self._access_token(user, None, now, ttl_seconds)
+            return pair
+        return AccessToken(access_token=pair.access_token, expires_in=pair.expires_in)
+
+    # -- sessions and passwords -------------------------------------------------------------------------------
+
+    def logout(self, refresh_token: str, *, ip: str | None = None) -> None:
+        """End the session a refresh token belongs to; unknown tokens are ignored (nothing to end)."""
+        digest = security.refresh_token_digest(refresh_token)
+        now = self.clock()
+        with self._transaction(write=True) as session:
+            row = session.execute(
+                select(AuthSession.id, AuthSession.user_id)
+                .join(RefreshToken, RefreshToken.session_id == AuthSession.id)
+                .where(RefreshToken.token_hash == digest)
+            ).first()
+            ended = self._revoke_sessions(session, row.user_id, now, only=row.id) if row else 0
+        if row is not None and ended:
+            security_event("logout", user_id=row.user_id, session_id=row.id, ip=ip)
+
+    def logout_all(self, principal: Principal, *, ip: str | None = None) -> int:
+        """End every session of the user; their access tokens fail at once. Returns how many ended."""
+        with self._transaction(write=True) as session:
+            ended = self._revoke_sessions(session, principal.user.id, self.clock())
+        security_event("logout_all", user_id=principal.user.id, session_id=principal.session_id, sessions=ended, ip=ip)
+        return ended
+
+    def list_sessions(self, principal: Principal) -> list[SessionInfo]:
+        """The user's open sessions, newest first; `current` marks the caller's."""
+        now = self.clock()
+        with self._transaction() as session:
+            rows = session.scalars(
+                select(AuthSession)
+                .where(
+                    AuthSession.user_id == principal.user.id,
+                    AuthSession.revoked_at.is_(None),
+                    AuthSession.expires_at > now,
+                )
+                .order_by(AuthSession.created_at.desc(), AuthSession.id)
+            ).all()
+        return [
+            SessionInfo(
+                id=row.id,
+                created_at=row.created_at,
+                last_used_at=row.last_used_at,
+                expires_at=row.expires_at,
+                user_agent=row.user_agent,
+                ip=row.ip,
+                current=row.id == principal.session_id,
+            )
+            for row in rows
+        ]
+
+    def end_session(self, principal: Principal, session_id: uuid.UUID, *, ip: str | None = None) -> None:
+        """End one of the user's own open sessions; anyone else's is SessionNotFound, like a missing one."""
+        now = self.clock()
+        with self._transaction(write=True) as session:
+            ended = self._revoke_sessions(session, principal.user.id, now, only=session_id)
+        if not ended:
+            raise SessionNotFound()
+        security_event("session_ended", user_id=principal.user.id, session_id=session_id, ip=ip)
+
+    def change_password(
+        self,
+        principal: Principal,
+        *,
+        current_password: str,
+        new_password: str,
+        user_agent: str | None = None,
+        ip: str | None = None,
+    ) -> TokenPair:
+        """Replace the password after checking the current one; every session ends and a new one starts."""
+        user = principal.user
+        now = self.clock()
+        self._check_password_or_count(user, current_password, now, ip=ip)
+        self._check_policy(new_password, username=user.username, email=user.email)
+        pair = self._start_session(
+            user, now=now, user_agent=user_agent, ip=ip, new_hash=self._hash(new_password), end_other_sessions=True
+        )
+        security_event("password_changed", namespace=user.namespace, user_id=user.id, ip=ip)
+        return pair
+
+    def reset_password(self, *, namespace: str, username: str, new_password: str) -> None:
+        """Set a new password without the old one (operators); ends every session and clears a lock."""
+        user = self._find_user(namespace, username)
+        self._check_policy(new_password, username=user.username, email=user.email)
+        new_hash = self._hash(new_password)
+        now = self.clock()
+        with self._transaction(write=True) as session:
+            session.execute(
+                update(User)
+                .where(User.id == user.id)
+                .values(password_hash=new_hash, failed_login_count=0, locked_until=None, updated_at=now)
+            )
+            self._revoke_sessions(session, user.id, now)
+        security_event("password_reset", namespace=user.namespace, user_id=user.id)
+
+    def prune_sessions(self, *, keep_revoked_seconds: int = 7 * 86_400) -> int:
+        """Delete sessions past their absolute lifetime, or ended longer ago than `keep_revoked_seconds`."""
+        now = self.clock()
+        cutoff = now - timedelta(seconds=keep_revoked_seconds)
+        with self._transaction(write=True) as session:
+            result = session.execute(
+                delete(AuthSession).where(or_(AuthSession.expires_at <= now, AuthSession.revoked_at <= cutoff))
+            )
+            # Spent or expired tokens of sessions that stay open are not needed once expired.
+            session.execute(delete(RefreshToken).where(RefreshToken.expires_at <= now))
+        return cast("CursorResult[Any]", result).rowcount
 
     # -- profile ----------------------------------------------------------------------------------------------
 

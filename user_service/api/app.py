@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from user_service import __version__
 from user_service.api.errors import install_error_handlers
 from user_service.api.middleware import RequestGuard
+from user_service.api.ratelimit import AddressRateLimiter
 from user_service.api.routes import auth, health, uploads, users
 from user_service.config import Settings, load_settings
 from user_service.service import Clock, UserService
@@ -48,9 +50,18 @@ def create_app(
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.service = service
+    app.state.rate_limiter = AddressRateLimiter(settings)
     app.add_middleware(
         RequestGuard, max_body_bytes=settings.request_max_bytes, avatar_max_bytes=settings.avatar_max_bytes
     )
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     install_error_handlers(app)
     for area in (auth, users, uploads, health):
         app.include_router(area.router)

@@ -25,7 +25,7 @@ def require_user(accounts: FastAPI) -> Callable[..., Profile]:
         try:
             if credentials is None:
                 raise NotAuthenticated()
-            return service.profile_of(service.authenticate(credentials.credentials))
+            return service.profile_of(service.authenticate(credentials.credentials).user)
         except UserServiceError as exc:
             raise HTTPException(exc.status, exc.message, headers=domain_error_headers(exc) or None) from None
 

@@ -123,7 +123,6 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
     reload: Annotated[bool, typer.Option("--reload", help="Restart on code changes (development).")] = False,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     env_file: EnvFileOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
@@ -148,6 +147,8 @@ def serve(
 
     import uvicorn
 
+    from user_service.events import logging_config
+
     _export(settings)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; SIGTERM is a normal stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -158,6 +159,9 @@ def serve(
         port=port,
         workers=None if reload else workers,
         reload=reload,
-        log_level=log_level,
+        log_level=settings.log_level.lower(),
+        log_config=logging_config(settings.log_format, settings.log_level),
+        # The client address is taken from X-Forwarded-For by the app itself, and only from TRUSTED_PROXIES.
+        proxy_headers=False,
         timeout_graceful_shutdown=30,
     )

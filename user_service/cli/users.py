@@ -31,6 +31,8 @@ def register(app: typer.Typer) -> None:
     app.command("disable-user")(disable_user)
     app.command("enable-user")(enable_user)
     app.command("delete-user")(delete_user)
+    app.command("set-password")(set_password)
+    app.command("prune-sessions")(prune_sessions)
 
 
 def open_service(settings: Settings) -> UserService:
@@ -158,3 +160,42 @@ def delete_user(
     finally:
         service.close()
     console.print(f"deleted {namespace}/{username}")
+
+
+def set_password(
+    namespace: NamespaceArg,
+    username: UsernameArg,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input.")
+    ] = False,
+    env_file: EnvFileOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Set a user's password (the same policy as everywhere); ends their sessions and lifts a lock."""
+    settings = settings_from(env_file, database_url)
+    password = _read_password(password_stdin)
+    service = open_service(settings)
+    try:
+        with cli_errors():
+            service.reset_password(namespace=namespace, username=username, new_password=password)
+    finally:
+        service.close()
+    console.print(f"password set for {namespace}/{username}; their sessions have ended")
+
+
+def prune_sessions(
+    keep_ended_days: Annotated[
+        int, typer.Option("--keep-ended-days", min=0, help="Keep ended sessions this many days (for audits).")
+    ] = 7,
+    env_file: EnvFileOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Delete expired sessions, and ended ones older than --keep-ended-days, with their refresh tokens."""
+    settings = settings_from(env_file, database_url)
+    service = open_service(settings)
+    try:
+        with cli_errors():
+            deleted = service.prune_sessions(keep_revoked_seconds=keep_ended_days * 86_400)
+    finally:
+        service.close()
+    console.print(f"deleted {deleted} sessions")

@@ -1,10 +1,10 @@
-"""Registration, login and refresh."""
+"""Registration, login, refresh and logout."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
-from user_service.api.deps import ServiceDep
+from user_service.api.deps import ClientAddress, CurrentPrincipal, ServiceDep, UserAgent, rate_limited
 from user_service.api.errors import responses
 from user_service.errors import (
     DatabaseUnavailable,
@@ -12,18 +12,21 @@ from user_service.errors import (
     InvalidCredentials,
     InvalidInput,
     InvalidToken,
+    NotAuthenticated,
+    RateLimited,
     RefreshTokenReused,
     TokenExpired,
     TooManyAttempts,
     UserDisabled,
     UsernameTaken,
 )
-from user_service.schemas import LoginRequest, Profile, RefreshRequest, RegisterRequest, TokenPair
+from user_service.schemas import LoginRequest, LogoutRequest, Profile, RefreshRequest, RegisterRequest, TokenPair
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-def _no_store(response: Response) -> None:
+def no_store(response: Response) -> None:
+    """Token responses must never be cached (RFC 6749 5.1)."""
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
 
@@ -32,37 +35,60 @@ def _no_store(response: Response) -> None:
     "/register",
     status_code=status.HTTP_201_CREATED,
     summary="Create an account",
-    responses=responses(UsernameTaken, EmailTaken, InvalidInput, DatabaseUnavailable, validation=True),
+    dependencies=[Depends(rate_limited("register"))],
+    responses=responses(UsernameTaken, EmailTaken, InvalidInput, RateLimited, DatabaseUnavailable, validation=True),
 )
-def register(body: RegisterRequest, service: ServiceDep) -> Profile:
-    return service.register(**body.model_dump())
+def register(body: RegisterRequest, service: ServiceDep, address: ClientAddress) -> Profile:
+    return service.register(**body.model_dump(), ip=address)
 
 
 @router.post(
     "/login",
     summary="Exchange a password for a token pair",
-    responses=responses(InvalidCredentials, UserDisabled, TooManyAttempts, DatabaseUnavailable, validation=True),
+    dependencies=[Depends(rate_limited("login"))],
+    responses=responses(
+        InvalidCredentials, UserDisabled, TooManyAttempts, RateLimited, DatabaseUnavailable, validation=True
+    ),
 )
-def login(body: LoginRequest, request: Request, response: Response, service: ServiceDep) -> TokenPair:
+def login(
+    body: LoginRequest, response: Response, service: ServiceDep, address: ClientAddress, agent: UserAgent
+) -> TokenPair:
     pair = service.login(
-        namespace=body.namespace,
-        username=body.username,
-        password=body.password,
-        user_agent=request.headers.get("user-agent"),
-        ip=request.client.host if request.client else None,
+        namespace=body.namespace, username=body.username, password=body.password, user_agent=agent, ip=address
     )
-    _no_store(response)
+    no_store(response)
     return pair
 
 
 @router.post(
     "/refresh",
     summary="Spend a refresh token for a new token pair",
+    dependencies=[Depends(rate_limited("refresh"))],
     responses=responses(
-        InvalidToken, TokenExpired, RefreshTokenReused, UserDisabled, DatabaseUnavailable, validation=True
+        InvalidToken, TokenExpired, RefreshTokenReused, UserDisabled, RateLimited, DatabaseUnavailable, validation=True
     ),
 )
-def refresh(body: RefreshRequest, response: Response, service: ServiceDep) -> TokenPair:
-    pair = service.refresh(body.refresh_token)
-    _no_store(response)
+def refresh(body: RefreshRequest, response: Response, service: ServiceDep, address: ClientAddress) -> TokenPair:
+    pair = service.refresh(body.refresh_token, ip=address)
+    no_store(response)
     return pair
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End the session of a refresh token (its refresh and access tokens stop working)",
+    responses=responses(DatabaseUnavailable, validation=True),
+)
+def logout(body: LogoutRequest, service: ServiceDep, address: ClientAddress) -> None:
+    service.logout(body.refresh_token, ip=address)
+
+
+@router.post(
+    "/logout-all",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End every session of the caller; all their tokens stop working at once",
+    responses=responses(NotAuthenticated, InvalidToken, TokenExpired, UserDisabled, DatabaseUnavailable),
+)
+def logout_all(principal: CurrentPrincipal, service: ServiceDep, address: ClientAddress) -> None:
+    service.logout_all(principal, ip=address)

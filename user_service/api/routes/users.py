@@ -1,33 +1,39 @@
-"""The caller's own profile and avatar."""
+"""The caller's own profile, avatar, password and sessions."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, Depends, File, Response, UploadFile, status
 
-from user_service.api.deps import CurrentUser, ServiceDep
+from user_service.api.deps import ClientAddress, CurrentPrincipal, ServiceDep, UserAgent, rate_limited
 from user_service.api.errors import responses
+from user_service.api.routes.auth import no_store
 from user_service.errors import (
     DatabaseUnavailable,
     EmailTaken,
     FileTooLarge,
+    InvalidCredentials,
     InvalidInput,
     InvalidToken,
     NotAuthenticated,
+    RateLimited,
+    SessionNotFound,
     TokenExpired,
+    TooManyAttempts,
     UnsupportedMediaType,
     UserDisabled,
 )
-from user_service.schemas import Profile, ProfilePatch
+from user_service.schemas import PasswordChangeRequest, Profile, ProfilePatch, SessionInfo, TokenPair
 
 router = APIRouter(prefix="/users", tags=["users"])
 _AUTH_ERRORS = (NotAuthenticated, InvalidToken, TokenExpired, UserDisabled, DatabaseUnavailable)
 
 
 @router.get("/me", summary="The caller's profile", responses=responses(*_AUTH_ERRORS))
-def read_me(user: CurrentUser, service: ServiceDep) -> Profile:
-    return service.profile_of(user)
+def read_me(principal: CurrentPrincipal, service: ServiceDep) -> Profile:
+    return service.profile_of(principal.user)
 
 
 @router.patch(
@@ -35,8 +41,8 @@ def read_me(user: CurrentUser, service: ServiceDep) -> Profile:
     summary="Change the caller's profile (JSON Merge Patch)",
     responses=responses(*_AUTH_ERRORS, EmailTaken, InvalidInput, validation=True),
 )
-def patch_me(body: ProfilePatch, user: CurrentUser, service: ServiceDep) -> Profile:
-    return service.update_profile(user.id, body)
+def patch_me(body: ProfilePatch, principal: CurrentPrincipal, service: ServiceDep) -> Profile:
+    return service.update_profile(principal.user.id, body)
 
 
 @router.post(
@@ -46,9 +52,51 @@ def patch_me(body: ProfilePatch, user: CurrentUser, service: ServiceDep) -> Prof
 )
 def upload_avatar(
     file: Annotated[UploadFile, File(description="The image; its real type is detected from its bytes.")],
-    user: CurrentUser,
+    principal: CurrentPrincipal,
     service: ServiceDep,
 ) -> Profile:
     # One byte over the limit is enough to know it is too large; the rest is never read.
     data = file.file.read(service.settings.avatar_max_bytes + 1)
-    return service.set_avatar(user.id, data)
+    return service.set_avatar(principal.user.id, data)
+
+
+@router.post(
+    "/me/password",
+    summary="Change the password; every other session ends and a fresh token pair is returned",
+    dependencies=[Depends(rate_limited("password"))],
+    responses=responses(*_AUTH_ERRORS, InvalidCredentials, TooManyAttempts, RateLimited, InvalidInput, validation=True),
+)
+def change_password(
+    body: PasswordChangeRequest,
+    response: Response,
+    principal: CurrentPrincipal,
+    service: ServiceDep,
+    address: ClientAddress,
+    agent: UserAgent,
+) -> TokenPair:
+    pair = service.change_password(
+        principal,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        user_agent=agent,
+        ip=address,
+    )
+    no_store(response)
+    return pair
+
+
+@router.get("/me/sessions", summary="The caller's open sessions", responses=responses(*_AUTH_ERRORS))
+def list_sessions(principal: CurrentPrincipal, service: ServiceDep) -> list[SessionInfo]:
+    return service.list_sessions(principal)
+
+
+@router.delete(
+    "/me/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End one of the caller's sessions",
+    responses=responses(*_AUTH_ERRORS, SessionNotFound, validation=True),
+)
+def end_session(
+    session_id: uuid.UUID, principal: CurrentPrincipal, service: ServiceDep, address: ClientAddress
+) -> None:
+    service.end_session(principal, session_id, ip=address)
