@@ -3,9 +3,9 @@ service's settings when run as `alembic ...` from the repository root."""
 
 from __future__ import annotations
 
+from alembic import context
 from sqlalchemy.engine import Connection
 
-from alembic import context
 from user_service import models  # noqa: F401  (registers the tables on Base.metadata)
 from user_service.config import load_settings
 from user_service.db import Base, make_engine

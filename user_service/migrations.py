@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from user_service.errors import ConfigurationError, InvalidInput
 from user_service.resources import shipped_path
@@ -58,12 +58,20 @@ def history() -> list[str]:
     return [str(rev.revision) for rev in reversed(list(_script().walk_revisions()))]
 
 
+# Any fixed 64-bit number: instances that migrate at once queue on this PostgreSQL advisory lock.
+MIGRATION_LOCK_KEY = 0x75736572_73766321
+
+
 def migrate_to(engine: Engine, target: str = "head") -> tuple[str | None, str | None]:
-    """Upgrade or downgrade to `target` ('head', 'base' or a revision id); returns (before, after)."""
+    """Upgrade or downgrade to `target` ('head', 'base' or a revision id); returns (before, after).
+
+    One transaction: on PostgreSQL it first takes an advisory lock, so several instances starting together
+    migrate one after another (the later ones find the work done); SQLite serializes writers by itself.
+    """
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
 
     revisions = history()
-    before = current_revision(engine)
     if target == "head":
         target = revisions[-1]
     if target != "base" and target not in revisions:
@@ -72,14 +80,18 @@ def migrate_to(engine: Engine, target: str = "head") -> tuple[str | None, str | 
             raise InvalidInput(f"unknown revision {target!r}; known: base, head, {', '.join(revisions)}")
         target = matches[0]
     position = {rev: index for index, rev in enumerate(revisions)}
-    if before is not None and before not in position:
-        raise ConfigurationError(
-            f"the database is at revision {before}, which this version of user-service does not know"
-        )
-    now_at = position.get(before, -1) if before else -1
     goal = -1 if target == "base" else position[target]
     config = _config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        found = MigrationContext.configure(connection).get_current_revision()
+        before = str(found) if found else None
+        if before is not None and before not in position:
+            raise ConfigurationError(
+                f"the database is at revision {before}, which this version of user-service does not know"
+            )
+        now_at = position[before] if before else -1
         config.attributes["connection"] = connection
         if goal > now_at:
             command.upgrade(config, target)
