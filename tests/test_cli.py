@@ -18,7 +18,6 @@ from unittest.mock import patch
 import jwt
 import pytest
 import typer.main
-import uvicorn
 from dotenv import dotenv_values
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
@@ -27,6 +26,7 @@ from typer.testing import CliRunner
 from tests.conftest import PASSWORD, PROFILE_KEYS, TEST_SECRET, Api, Cli
 from user_service import __version__, migrations
 from user_service.api.app import create_app
+from user_service.cli import _server
 from user_service.cli import app as cli_app
 from user_service.config import Settings, secret_problem
 from user_service.db import make_engine
@@ -72,14 +72,14 @@ def schema_restored(db_url: str) -> Iterator[None]:
 
 @pytest.fixture
 def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
-    """Stands in for uvicorn.run; records what `serve` would start, and the settings it exported to workers."""
+    """Stands in for the uvicorn runner; records what `serve` would start, and the settings it exported."""
     calls: list[dict[str, Any]] = []
 
-    def run(target: str, **options: Any) -> None:
+    def run(settings: Settings, **options: Any) -> None:
         exported = {name: os.environ.get(name) for name in ("DATABASE_URL", "JWT_SECRET_KEY", "BCRYPT_ROUNDS")}
-        calls.append({"target": target, "exported": exported, **options})
+        calls.append({"settings": settings, "exported": exported, **options})
 
-    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(_server, "run_server", run)
     # `serve` hands its settings to uvicorn's workers through os.environ; no later test may inherit them.
     with patch.dict(os.environ):
         yield calls

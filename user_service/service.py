@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import CursorResult, Engine, and_, delete, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from user_service import security
@@ -129,8 +130,9 @@ class UserService:
         try:
             with factory() as session, session.begin():
                 yield session
-        except (OperationalError, InterfaceError) as exc:
-            log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+            # A refused or lost connection, or no free connection in the pool within DB_POOL_TIMEOUT_SECONDS.
+            log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
             raise DatabaseUnavailable() from None
 
     def _hash(self, password: str) -> str:

@@ -142,26 +142,7 @@ def serve(
     if not at_head:
         exit_with_error("the database schema is not up to date; run `user-service migrate` first")
 
-    import signal
-    import sys
-
-    import uvicorn
-
-    from user_service.events import logging_config
+    from user_service.cli._server import run_server
 
     _export(settings)
-    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; SIGTERM is a normal stop.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        "user_service.api.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=None if reload else workers,
-        reload=reload,
-        log_level=settings.log_level.lower(),
-        log_config=logging_config(settings.log_format, settings.log_level),
-        # The client address is taken from X-Forwarded-For by the app itself, and only from TRUSTED_PROXIES.
-        proxy_headers=False,
-        timeout_graceful_shutdown=30,
-    )
+    run_server(settings, host=host, port=port, workers=workers, reload=reload)
