@@ -1,0 +1,331 @@
+"""The systems under test: how each one is started, which accounts it gets, and what each scenario sends it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import secrets
+import socket
+import subprocess
+import urllib.parse
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from servers import Server, ServerPool, free_port, http, post_json
+from setup_env import HERE, project_bin
+
+PEERS = HERE / "peers"
+NAMESPACE = "bench"
+# Passes the password policy: not common, no username inside, under 72 bytes.
+PASSWORD = "Kq7v-Xw3p-Lm9z-bench"  # noqa: S105 (the benchmark accounts' password, on throw-away databases)
+BCRYPT_ROUNDS = 10
+ACCESS_TOKEN_TTL_SECONDS = 900
+UPLOAD_USERS = 16
+LOGIN_WORKERS = 4
+MULTIPART_BOUNDARY = "benchmark-boundary-7f3a9c"
+
+
+class PrepareError(RuntimeError):
+    """A system did not accept the accounts or logins the benchmark sets up."""
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    key: str
+    label: str
+    kind: str  # "user-service", "fastapi-users" or "ceiling"
+    database: str | None = None  # "sqlite" or "postgresql"
+    workers: int = 1
+
+
+SYSTEMS: dict[str, SystemSpec] = {
+    spec.key: spec
+    for spec in (
+        SystemSpec("us-sqlite", "user-service (SQLite)", "user-service", "sqlite"),
+        SystemSpec("us-pg", "user-service (PostgreSQL)", "user-service", "postgresql"),
+        SystemSpec("fau", "fastapi-users (SQLite)", "fastapi-users", "sqlite"),
+        SystemSpec("ceiling", "ceiling (bare FastAPI / bcrypt)", "ceiling"),
+        SystemSpec("us-sqlite-2w", "user-service (SQLite, 2 workers)", "user-service", "sqlite", workers=2),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Post:
+    """A POST as wrk sends it: path, content type and body (or a body template with %s for a unique name)."""
+
+    path: str
+    content_type: str
+    body: str
+
+
+def base_env() -> dict[str, str]:
+    """A clean environment: none of the caller's settings (DATABASE_URL, a .env's values) leak into a server."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    return {name: os.environ[name] for name in keep if name in os.environ}
+
+
+def postgres_reachable(url: str) -> bool:
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5432), timeout=1.0):
+            pass
+    except OSError:
+        return False
+    try:
+        import psycopg  # noqa: F401 (only whether the driver is installed)
+    except ImportError:
+        return False
+    return True
+
+
+def _with_database(url: str, name: str) -> str:
+    parsed = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parsed._replace(path="/" + name))
+
+
+class PostgresDatabase:
+    """A database of the benchmark's own on a PostgreSQL server; dropped at the end."""
+
+    def __init__(self, admin_url: str) -> None:
+        import psycopg
+
+        self.admin_url = admin_url
+        self.name = f"us_bench_{secrets.token_hex(4)}"
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(f'CREATE DATABASE "{self.name}"')
+            row = connection.execute("SHOW server_version").fetchone()
+        self.server_version = str(row[0]) if row else "unknown"
+        self.url = _with_database(admin_url, self.name)
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@dataclass
+class Target:
+    """A started system and what the scenarios send it."""
+
+    spec: SystemSpec
+    server: Server
+    env: dict[str, str] = field(repr=False)
+    me_path: str = "/users/me"
+    health_path: str = "/health"
+    login: Post | None = None
+    register: Post | None = None
+    refresh_path: str | None = None
+    upload_path: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    def log_in(self, account: str) -> tuple[str, str | None]:
+        """An access token (and, where the system has them, a refresh token) for `account`."""
+        if self.spec.kind == "user-service":
+            status, body = post_json(
+                self.url + "/auth/login", {"namespace": NAMESPACE, "username": account, "password": PASSWORD}
+            )
+            if status != 200:
+                raise PrepareError(f"{self.label}: login of {account} answered {status}: {body}")
+            return str(body["access_token"]), str(body["refresh_token"])
+        if self.spec.kind == "fastapi-users":
+            form = urllib.parse.urlencode({"username": f"{account}@example.com", "password": PASSWORD}).encode()
+            status, raw = http(
+                "POST", self.url + "/auth/jwt/login", body=form, content_type="application/x-www-form-urlencoded"
+            )
+            if status != 200:
+                raise PrepareError(f"{self.label}: login of {account} answered {status}: {raw[:300]!r}")
+            return str(json.loads(raw)["access_token"]), None
+        return "", None
+
+    def log_in_many(self, account: str, count: int) -> list[tuple[str, str | None]]:
+        with ThreadPoolExecutor(LOGIN_WORKERS) as pool:
+            return list(pool.map(lambda _: self.log_in(account), range(count)))
+
+    def create_account(self, account: str) -> None:
+        """Register `account` (an existing one is fine: the database outlives a restarted server)."""
+        if self.spec.kind == "user-service":
+            payload: dict[str, object] = {
+                "namespace": NAMESPACE,
+                "username": account,
+                "password": PASSWORD,
+                "email": f"{account}@example.com",
+                "full_name": f"Benchmark {account.title()}",
+                "extra": {"plan": "pro", "team": "benchmarks"},
+            }
+        elif self.spec.kind == "fastapi-users":
+            payload = {"email": f"{account}@example.com", "password": PASSWORD}
+        else:
+            return
+        status, body = post_json(self.url + "/auth/register", payload)
+        if status not in (201, 409) and not (status == 400 and "ALREADY_EXISTS" in json.dumps(body)):
+            raise PrepareError(f"{self.label}: registering {account} answered {status}: {body}")
+
+
+def upload_accounts() -> list[str]:
+    return [f"up{index:02d}" for index in range(UPLOAD_USERS)]
+
+
+class Launcher:
+    """Starts systems with the benchmark's settings in a temporary folder; migrates each database once."""
+
+    def __init__(
+        self,
+        pool: ServerPool,
+        workdir: Path,
+        *,
+        peer_python: Path | None,
+        postgres: PostgresDatabase | None,
+        log_level: str,
+    ) -> None:
+        self.pool = pool
+        self.workdir = workdir
+        self.peer_python = peer_python
+        self.postgres = postgres
+        self.log_level = log_level
+        self.secret = secrets.token_urlsafe(48)
+        self.migrated: set[str] = set()
+        self.starts = 0
+
+    def database_url(self, spec: SystemSpec) -> str:
+        if spec.database == "postgresql":
+            if self.postgres is None:
+                raise PrepareError("PostgreSQL is not available")
+            return self.postgres.url
+        return f"sqlite:///{self.workdir / (spec.key + '.db')}"
+
+    def _user_service_env(self, spec: SystemSpec, upload_dir: Path) -> dict[str, str]:
+        return {
+            **base_env(),
+            "DATABASE_URL": self.database_url(spec),
+            "JWT_SECRET_KEY": self.secret,
+            "BCRYPT_ROUNDS": str(BCRYPT_ROUNDS),
+            "ACCESS_TOKEN_TTL_SECONDS": str(ACCESS_TOKEN_TTL_SECONDS),
+            # The benchmark drives every request from one address: the per-address limit would refuse most.
+            "RATE_LIMIT_ENABLED": "false",
+            "UPLOAD_DIR": str(upload_dir),
+            "LOG_LEVEL": self.log_level.upper(),
+        }
+
+    def _migrate(self, spec: SystemSpec, env: dict[str, str]) -> None:
+        url = env["DATABASE_URL"]
+        if url in self.migrated:
+            return
+        result = subprocess.run(
+            [str(project_bin("user-service")), "migrate"],
+            env=env,
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise PrepareError(f"migrate failed for {spec.label}:\n{result.stdout}{result.stderr}")
+        self.migrated.add(url)
+
+    def start(self, spec: SystemSpec, cpus: Sequence[int] | None, *, suffix: str = "") -> Target:
+        """Start `spec` on a free port, pinned to `cpus`, and return what the scenarios need to drive it."""
+        self.starts += 1
+        port = free_port()
+        name = spec.key + suffix
+        log_path = self.workdir / f"{name}-{self.starts}.log"
+        if spec.kind == "user-service":
+            env = self._user_service_env(spec, self.workdir / f"uploads-{name}")
+            self._migrate(spec, env)
+            command = [str(project_bin("user-service")), "serve", "--host", "127.0.0.1", "--port", str(port)]
+            command += ["--workers", str(spec.workers)]
+            server = self.pool.start(
+                name, command, port=port, ready_path="/health", env=env, cwd=self.workdir, log_path=log_path, cpus=cpus
+            )
+            body = json.dumps({"namespace": NAMESPACE, "username": "storm", "password": PASSWORD})
+            template = json.dumps({"namespace": NAMESPACE, "username": "%s", "password": PASSWORD})
+            return Target(
+                spec,
+                server,
+                env,
+                login=Post("/auth/login", "application/json", body),
+                register=Post("/auth/register", "application/json", template),
+                refresh_path="/auth/refresh",
+                upload_path="/users/me/avatar",
+            )
+        uvicorn = ["-m", "uvicorn", "--app-dir", str(PEERS), "--host", "127.0.0.1", "--port", str(port)]
+        uvicorn += ["--log-level", self.log_level.lower()]
+        if spec.kind == "fastapi-users":
+            if self.peer_python is None:
+                raise PrepareError("the fastapi-users environment is not set up")
+            env = {
+                **base_env(),
+                "FAU_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / (spec.key + '.db')}",
+                "FAU_JWT_SECRET": self.secret,
+                "BCRYPT_ROUNDS": str(BCRYPT_ROUNDS),
+                "ACCESS_TOKEN_TTL_SECONDS": str(ACCESS_TOKEN_TTL_SECONDS),
+            }
+            command = [str(self.peer_python), *uvicorn, "fastapi_users_app:app"]
+            server = self.pool.start(
+                name, command, port=port, ready_path="/health", env=env, cwd=self.workdir, log_path=log_path, cpus=cpus
+            )
+            form = urllib.parse.urlencode({"username": "storm@example.com", "password": PASSWORD})
+            template = json.dumps({"email": "%s@example.com", "password": PASSWORD})
+            return Target(
+                spec,
+                server,
+                env,
+                login=Post("/auth/jwt/login", "application/x-www-form-urlencoded", form),
+                register=Post("/auth/register", "application/json", template),
+            )
+        env = {**base_env(), "BCRYPT_ROUNDS": str(BCRYPT_ROUNDS), "CEILING_PASSWORD": PASSWORD}
+        command = [str(project_bin("python")), *uvicorn, "ceiling_app:app"]
+        server = self.pool.start(
+            name, command, port=port, ready_path="/ping", env=env, cwd=self.workdir, log_path=log_path, cpus=cpus
+        )
+        body = json.dumps({"namespace": NAMESPACE, "username": "storm", "password": PASSWORD})
+        return Target(
+            spec,
+            server,
+            env,
+            me_path="/ping",
+            health_path="/ping",
+            login=Post("/bcrypt", "application/json", body),
+            upload_path="/upload",
+        )
+
+
+def make_png(size_limit: int, *, width: int = 1024, seed: int = 7) -> bytes:
+    """A PNG of random noise (so it cannot shrink) as large as fits in `size_limit` bytes."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    row = width * 3 + 1
+    height = max(1, (size_limit - 4096) // row)
+    for _ in range(64):
+        image = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=0)
+        if buffer.tell() <= size_limit:
+            return buffer.getvalue()
+        height -= 4
+    raise ValueError(f"no PNG of width {width} fits in {size_limit} bytes")
+
+
+def multipart(data: bytes, *, filename: str = "avatar.png", media_type: str = "image/png") -> tuple[bytes, str]:
+    """A multipart/form-data body with one `file` field, and its content type."""
+    head = (
+        f"--{MULTIPART_BOUNDARY}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"Content-Type: {media_type}\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{MULTIPART_BOUNDARY}--\r\n".encode()
+    return head + data + tail, f"multipart/form-data; boundary={MULTIPART_BOUNDARY}"
