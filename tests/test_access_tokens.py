@@ -1,4 +1,7 @@
-"""Access tokens on GET /users/me: claims, expiry, and every way a forged or damaged token is refused."""
+"""Access tokens on GET /users/me: claims, lifetime setting, malformed tokens and the account behind them.
+
+Signatures, algorithms, expiry, type, issuer and audience are checked in tests/security/test_tokens.py.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ from user_service.config import Settings
 from user_service.service import UserService
 
 ACCESS_TTL = 900
-OTHER_SECRET = "another-service-signing-key-9876543210-zyxwv"
 DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 REQUIRED = ("sub", "ns", "username", "type", "iat", "exp", "jti")
 PROFILE_KEYS = {"id", "namespace", "username", "email", "full_name", "avatar_url", "extra", "created_at", "updated_at"}
@@ -119,15 +121,6 @@ def test_hand_signed_copy_of_a_real_token_is_accepted(api: Api) -> None:
     assert response.status_code == 200, response.text
 
 
-def _tampered(claims: dict[str, Any], token: str) -> str:
-    header, _payload, signature = token.split(".")
-    return f"{header}.{b64json({**claims, 'username': 'mallory'})}.{signature}"
-
-
-def _none_with_real_signature(claims: dict[str, Any], token: str) -> str:
-    return f"{b64json({'alg': 'none', 'typ': 'JWT'})}.{b64json(claims)}.{token.split('.')[2]}"
-
-
 def _without(name: str) -> Callable[[dict[str, Any], str], str]:
     return lambda claims, _token: forge({key: value for key, value in claims.items() if key != name})
 
@@ -139,22 +132,8 @@ def _with(**changes: Any) -> Callable[[dict[str, Any], str], str]:
 BAD_TOKENS: dict[str, Callable[[dict[str, Any], str], str]] = {
     "garbage": lambda _claims, _token: "garbage",
     "three-garbage-parts": lambda _claims, _token: "abc.def.ghi",
-    "truncated": lambda _claims, token: token[:-5],
-    "signature-removed": lambda _claims, token: token.rsplit(".", 1)[0] + ".",
     "two-parts": lambda _claims, token: token.rsplit(".", 1)[0],
-    "other-secret": lambda claims, _token: forge(claims, key=OTHER_SECRET),
-    "alg-none": lambda claims, _token: forge(claims, alg="none"),
-    "alg-None": lambda claims, _token: forge(claims, alg="None"),
-    "alg-NONE": lambda claims, _token: forge(claims, alg="NONE"),
-    "alg-none-with-real-signature": _none_with_real_signature,
-    "hs384": lambda claims, _token: forge(claims, alg="HS384"),
-    "hs512": lambda claims, _token: forge(claims, alg="HS512"),
-    "tampered-payload": _tampered,
     **{f"missing-{name}": _without(name) for name in REQUIRED},
-    "type-refresh": _with(type="refresh"),
-    "type-uppercase": _with(type="ACCESS"),
-    "wrong-issuer": _with(iss="someone-else"),
-    "wrong-audience": _with(aud="another-service"),
     "sub-not-a-uuid": _with(sub="alice"),
     "sub-of-nobody": _with(sub=str(uuid.UUID(int=1))),
     "other-namespace": _with(ns="app-y"),
@@ -169,12 +148,6 @@ def test_invalid_token(api: Api, make_token: Callable[[dict[str, Any], str], str
     response = api.me(make_token(claims_of(token), token))
 
     assert_unauthorized(response, "invalid_token")
-
-
-def test_refresh_token_is_not_an_access_token(api: Api) -> None:
-    pair = api.tokens()
-
-    assert_unauthorized(api.me(pair["refresh_token"]), "invalid_token")
 
 
 def test_claims(api: Api) -> None:
@@ -195,16 +168,6 @@ def test_claims(api: Api) -> None:
     assert header["alg"] == "HS256"
 
 
-def test_access_token_expires(api: Api, clock: FakeClock) -> None:
-    token = api.tokens()["access_token"]
-
-    clock.advance(ACCESS_TTL - 1)
-    assert api.me(token).status_code == 200
-    clock.advance(1)
-
-    assert_unauthorized(api.me(token), "token_expired")
-
-
 def test_access_ttl_is_configurable(make_settings: Callable[..., Settings], clock: FakeClock) -> None:
     with TestClient(create_app(make_settings(access_token_ttl_seconds=60), clock=clock)) as client:
         api = Api(client)
@@ -216,17 +179,6 @@ def test_access_ttl_is_configurable(make_settings: Callable[..., Settings], cloc
         assert api.me(pair["access_token"]).status_code == 200
         clock.advance(1)
         assert_unauthorized(api.me(pair["access_token"]), "token_expired")
-
-
-def test_token_of_another_deployment_is_refused(
-    api: Api, make_settings: Callable[..., Settings], clock: FakeClock
-) -> None:
-    api.tokens()
-    other_app = create_app(make_settings(jwt_secret_key=OTHER_SECRET), clock=clock)
-    with TestClient(other_app) as other_client:
-        foreign = Api(other_client).login().json()["access_token"]
-
-    assert_unauthorized(api.me(foreign), "invalid_token")
 
 
 def test_disabled_user_token_stops_working_at_once(api: Api, service: UserService) -> None:

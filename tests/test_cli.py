@@ -476,7 +476,7 @@ def test_issue_token_refuses_a_disabled_user(cli: Cli) -> None:
 # -- disable, enable, delete --------------------------------------------------------------------------------------
 
 
-def test_disable_user_stops_tokens_and_logins_and_enable_user_restores_them(cli: Cli, web: Api) -> None:
+def test_disable_user_stops_tokens_and_logins_and_enable_user_restores_logins(cli: Cli, web: Api) -> None:
     assert create_user(cli).exit_code == 0
     token = cli("issue-token", "app-x", "alice").stdout.strip()
     session = web.login().json()
@@ -493,8 +493,10 @@ def test_disable_user_stops_tokens_and_logins_and_enable_user_restores_them(cli:
     enabled = cli("enable-user", "app-x", "alice")
 
     assert enabled.exit_code == 0, enabled.output
-    assert web.me(token).status_code == 200
     assert web.login().status_code == 200
+    # Disabling ended the sessions: the old tokens stay dead.
+    assert web.me(token).status_code == 401
+    assert web.refresh(session["refresh_token"]).status_code == 401
 
 
 def test_delete_user_removes_the_account(cli: Cli, web: Api) -> None:

@@ -192,7 +192,9 @@ def test_host_route_refuses_a_disabled_user_at_once(web: TestClient, host: FastA
     assert refused.json()["detail"] == "This account is disabled."
 
     service.set_active(namespace="app-x", username="alice", active=True)
-    assert web.get("/notes", headers=bearer(token)).status_code == 200
+    # Disabling ended the session; enabling lets the user log in again but does not revive old tokens.
+    assert web.get("/notes", headers=bearer(token)).status_code == 401
+    assert web.get("/notes", headers=bearer(login(web)["access_token"])).status_code == 200
 
 
 def test_host_route_refuses_a_deleted_user(web: TestClient, host: FastAPI) -> None:

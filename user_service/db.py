@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ NAMING_CONVENTION = {
 }
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+ENGINE_LOGGING_NAME = "user_service"
 
 
 class Base(DeclarativeBase):
@@ -62,12 +64,16 @@ def normalize_url(url: str) -> str:
 
 def make_engine(settings: Settings) -> Engine:
     """An engine configured for the database the settings name (WAL and a busy timeout on SQLite)."""
+    # Rows hold password hashes and token digests: even with SQL logging on, this engine never logs result rows.
+    logging.getLogger(f"sqlalchemy.engine.Engine.{ENGINE_LOGGING_NAME}").setLevel(logging.INFO)
     url = normalize_url(settings.database_url)
     if is_sqlite(url):
         # One connection per checkout: SQLite connections are cheap and this avoids sharing one across threads.
         engine = create_engine(
             url,
             poolclass=NullPool,
+            hide_parameters=True,
+            logging_name=ENGINE_LOGGING_NAME,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         _configure_sqlite(engine)
@@ -75,6 +81,9 @@ def make_engine(settings: Settings) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
+        # Statement parameters hold password hashes and token digests: keep them out of logs and error messages.
+        hide_parameters=True,
+        logging_name=ENGINE_LOGGING_NAME,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,

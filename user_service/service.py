@@ -268,14 +268,18 @@ class UserService:
         new_hash = None
         if security.hash_rounds(user.password_hash) != self.settings.bcrypt_rounds:
             new_hash = self._hash(password)
-        pair = self._start_session(user, now=now, user_agent=user_agent, ip=ip, new_hash=new_hash)
-        security_event("login", namespace=user.namespace, username=user.username, user_id=user.id, ip=ip)
+        pair, session_id = self._start_session(user, now=now, user_agent=user_agent, ip=ip, new_hash=new_hash)
+        security_event(
+            "login", namespace=user.namespace, username=user.username, user_id=user.id, session_id=session_id, ip=ip
+        )
         return pair
 
     def _check_password_or_count(self, user: User, password: str, now: datetime, *, ip: str | None) -> None:
         """Refuse a locked account outright; count a wrong password toward the lock."""
         if user.locked_until is not None and user.locked_until > now:
-            security_event("login_refused_locked", user_id=user.id, ip=ip)
+            security_event(
+                "login_refused_locked", namespace=user.namespace, username=user.username, user_id=user.id, ip=ip
+            )
             raise TooManyAttempts(math.ceil((user.locked_until - now).total_seconds()))
         if not security.check_password(password, user.password_hash):
             self._record_failure(user, now, ip=ip)
@@ -314,7 +318,7 @@ class UserService:
         new_hash: str | None = None,
         access_ttl: int | None = None,
         end_other_sessions: bool = False,
-    ) -> TokenPair:
+    ) -> tuple[TokenPair, uuid.UUID]:
         """One transaction: reset the failure count, store a new hash if any, open a session with its first token."""
         settings = self.settings
         auth_session = AuthSession(
@@ -338,7 +342,7 @@ class UserService:
             session.add(auth_session)
             session.flush()
             session.add(self._refresh_row(auth_session, refresh_token, now))
-        return self._pair(user, auth_session.id, refresh_token, now, access_ttl)
+        return self._pair(user, auth_session.id, refresh_token, now, access_ttl), auth_session.id
 
     @staticmethod
     def _revoke_sessions(session: Session, user_id: uuid.UUID, now: datetime, only: uuid.UUID | None = None) -> int:
@@ -398,12 +402,12 @@ class UserService:
                 raise InvalidToken()
             token_row, auth_session, user = row
             if token_row.used_at is None:
+                if not user.is_active:
+                    raise UserDisabled()
                 if auth_session.revoked_at is not None:
                     raise InvalidToken()
                 if auth_session.expires_at <= now or token_row.expires_at <= now:
                     raise TokenExpired()
-                if not user.is_active:
-                    raise UserDisabled()
             # The conditional update is the race guard: of concurrent refreshes with one token, one claims it.
             claim = session.execute(
                 update(RefreshToken)
@@ -447,10 +451,12 @@ class UserService:
         if row is None:
             raise InvalidToken()
         user, revoked_at, expires_at = row
-        if user.namespace != claims.namespace or revoked_at is not None or expires_at <= now:
+        if user.namespace != claims.namespace:
             raise InvalidToken()
         if not user.is_active:
             raise UserDisabled()
+        if revoked_at is not None or expires_at <= now:
+            raise InvalidToken()
         return Principal(user=user, session_id=claims.session_id)
 
     def issue_tokens(
@@ -462,8 +468,12 @@ class UserService:
         user = self._find_user(namespace, username)
         if not user.is_active:
             raise UserDisabled()
-        pair = self._start_session(user, now=self.clock(), access_ttl=ttl_seconds, user_agent="user-service CLI")
-        security_event("token_issued", namespace=user.namespace, username=user.username, user_id=user.id)
+        pair, session_id = self._start_session(
+            user, now=self.clock(), access_ttl=ttl_seconds, user_agent="user-service CLI"
+        )
+        security_event(
+            "token_issued", namespace=user.namespace, username=user.username, user_id=user.id, session_id=session_id
+        )
         if with_refresh:
             return pair
         return AccessToken(access_token=pair.access_token, expires_in=pair.expires_in)
@@ -476,19 +486,27 @@ class UserService:
         now = self.clock()
         with self._transaction(write=True) as session:
             row = session.execute(
-                select(AuthSession.id, AuthSession.user_id)
+                select(AuthSession.id, AuthSession.user_id, User.namespace)
                 .join(RefreshToken, RefreshToken.session_id == AuthSession.id)
+                .join(User, User.id == AuthSession.user_id)
                 .where(RefreshToken.token_hash == digest)
             ).first()
             ended = self._revoke_sessions(session, row.user_id, now, only=row.id) if row else 0
         if row is not None and ended:
-            security_event("logout", user_id=row.user_id, session_id=row.id, ip=ip)
+            security_event("logout", namespace=row.namespace, user_id=row.user_id, session_id=row.id, ip=ip)
 
     def logout_all(self, principal: Principal, *, ip: str | None = None) -> int:
         """End every session of the user; their access tokens fail at once. Returns how many ended."""
         with self._transaction(write=True) as session:
             ended = self._revoke_sessions(session, principal.user.id, self.clock())
-        security_event("logout_all", user_id=principal.user.id, session_id=principal.session_id, sessions=ended, ip=ip)
+        security_event(
+            "logout_all",
+            namespace=principal.user.namespace,
+            user_id=principal.user.id,
+            session_id=principal.session_id,
+            sessions=ended,
+            ip=ip,
+        )
         return ended
 
     def list_sessions(self, principal: Principal) -> list[SessionInfo]:
@@ -524,7 +542,9 @@ class UserService:
             ended = self._revoke_sessions(session, principal.user.id, now, only=session_id)
         if not ended:
             raise SessionNotFound()
-        security_event("session_ended", user_id=principal.user.id, session_id=session_id, ip=ip)
+        security_event(
+            "session_ended", namespace=principal.user.namespace, user_id=principal.user.id, session_id=session_id, ip=ip
+        )
 
     def change_password(
         self,
@@ -540,10 +560,10 @@ class UserService:
         now = self.clock()
         self._check_password_or_count(user, current_password, now, ip=ip)
         self._check_policy(new_password, username=user.username, email=user.email)
-        pair = self._start_session(
+        pair, session_id = self._start_session(
             user, now=now, user_agent=user_agent, ip=ip, new_hash=self._hash(new_password), end_other_sessions=True
         )
-        security_event("password_changed", namespace=user.namespace, user_id=user.id, ip=ip)
+        security_event("password_changed", namespace=user.namespace, user_id=user.id, session_id=session_id, ip=ip)
         return pair
 
     def reset_password(self, *, namespace: str, username: str, new_password: str) -> None:
@@ -627,10 +647,15 @@ class UserService:
         return self.profile_of(self._find_user(namespace, username))
 
     def set_active(self, *, namespace: str, username: str, active: bool) -> Profile:
-        """Enable or disable an account; a disabled account's tokens stop working at once."""
+        """Enable or disable an account. Disabling ends every session (ASVS 5.0 7.4.2): the account's tokens stop
+        working at once and stay dead when it is enabled again."""
         user = self._find_user(namespace, username)
+        now = self.clock()
         with self._transaction(write=True) as session:
-            session.execute(update(User).where(User.id == user.id).values(is_active=active, updated_at=self.clock()))
+            session.execute(update(User).where(User.id == user.id).values(is_active=active, updated_at=now))
+            if not active:
+                self._revoke_sessions(session, user.id, now)
+        security_event("user_enabled" if active else "user_disabled", namespace=user.namespace, user_id=user.id)
         return self.get_user(namespace=namespace, username=username)
 
     def delete_user(self, *, namespace: str, username: str) -> None:

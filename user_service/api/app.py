@@ -51,9 +51,6 @@ def create_app(
     )
     app.state.service = service
     app.state.rate_limiter = AddressRateLimiter(settings)
-    app.add_middleware(
-        RequestGuard, max_body_bytes=settings.request_max_bytes, avatar_max_bytes=settings.avatar_max_bytes
-    )
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -62,6 +59,10 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    # Added last, so it is the outermost: CORS preflight answers get its headers too.
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.request_max_bytes, avatar_max_bytes=settings.avatar_max_bytes
+    )
     install_error_handlers(app)
     for area in (auth, users, uploads, health):
         app.include_router(area.router)

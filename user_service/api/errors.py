@@ -98,7 +98,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc)
-    return error_response(500, "Internal server error.", "internal_error")
+    # Rendered by Starlette's outermost error middleware, outside RequestGuard: set its header here.
+    return error_response(500, "Internal server error.", "internal_error", {"X-Content-Type-Options": "nosniff"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -118,6 +119,8 @@ def responses(*errors: type[UserServiceError], validation: bool = False) -> dict
         for status, codes in sorted(by_status.items())
     }
     if validation:
+        documented[400] = {"model": ErrorBody, "description": "code: `bad_request` (a body that cannot be decoded)"}
+        documented.setdefault(413, {"model": ErrorBody, "description": "code: `request_too_large`"})
         documented[422] = {
             "model": UnprocessableBody,
             "description": "Malformed request (a list of problems), or input the core refused (a sentence and a code).",
