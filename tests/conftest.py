@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,6 +219,39 @@ class Api:
 
     def me(self, access_token: str) -> httpx.Response:
         return self.client.get("/users/me", headers=bearer(access_token))
+
+
+MakeApi = Callable[..., Api]
+WRONG = "not the password"
+
+
+@pytest.fixture
+def make_api(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeApi]:
+    """An Api on its own app, built with setting overrides, on this test's database and clock."""
+    with ExitStack() as stack:
+
+        def build(**overrides: Any) -> Api:
+            app = create_app(make_settings(**overrides), clock=clock)
+            return Api(stack.enter_context(TestClient(app)))
+
+        yield build
+
+
+def user_row(service: UserService, username: str = "alice") -> dict[str, Any]:
+    with service.engine.connect() as connection:
+        row = connection.execute(
+            text(
+                "SELECT password_hash, failed_login_count, locked_until FROM users "
+                "WHERE namespace = 'app-x' AND username = :u"
+            ),
+            {"u": username},
+        ).one()
+    return dict(row._mapping)
+
+
+def assert_invalid_credentials(response: Any) -> None:
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "invalid_credentials"
 
 
 def bearer(token: str) -> dict[str, str]:

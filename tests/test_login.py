@@ -10,31 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
-from tests.conftest import PASSWORD, Api
+from tests.conftest import PASSWORD, WRONG, Api, assert_invalid_credentials, user_row
 from user_service import security
 from user_service.service import UserService
 
-WRONG = "not the password"
 KELVIN_SIGN = "\u212a"
-
-
-def user_row(service: UserService, username: str = "alice") -> dict[str, Any]:
-    with service.engine.connect() as connection:
-        row = connection.execute(
-            text(
-                "SELECT password_hash, failed_login_count, locked_until FROM users "
-                "WHERE namespace = 'app-x' AND username = :u"
-            ),
-            {"u": username},
-        ).one()
-    return dict(row._mapping)
-
-
-def assert_invalid_credentials(response: Any) -> None:
-    assert response.status_code == 401, response.text
-    assert response.json()["code"] == "invalid_credentials"
 
 
 def test_login_returns_a_token_pair(api: Api) -> None:

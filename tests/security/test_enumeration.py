@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from typing import Any
-
 import bcrypt
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.conftest import PASSWORD, Api, FakeClock
+from tests.conftest import PASSWORD, WRONG, Api, MakeApi, assert_invalid_credentials
 from user_service import security
-from user_service.api.app import create_app
-from user_service.config import Settings
-
-WRONG = "not the password"
-MakeApi = Callable[..., Api]
-
-
-@pytest.fixture
-def make_api(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeApi]:
-    """An Api on its own app, built with setting overrides, on this test's database and clock."""
-    with ExitStack() as stack:
-
-        def build(**overrides: Any) -> Api:
-            app = create_app(make_settings(**overrides), clock=clock)
-            return Api(stack.enter_context(TestClient(app)))
-
-        yield build
-
-
-def assert_invalid_credentials(response: Any) -> None:
-    assert response.status_code == 401, response.text
-    assert response.json()["code"] == "invalid_credentials"
-
 
 FAILED_LOGINS = {
     "unknown-namespace": {"namespace": "app-z"},

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import gzip
 import random
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from typing import Any
 
 import bcrypt
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import text
 
-from tests.conftest import PASSWORD, Api, Cli, FakeClock, bearer
-from user_service.api.app import create_app
-from user_service.config import Settings
+from tests.conftest import PASSWORD, WRONG, Api, Cli, MakeApi, assert_invalid_credentials, bearer, user_row
 from user_service.passwords import COMMON_PASSWORDS_FILE
 from user_service.service import UserService
 
-WRONG = "not the password"
 NEW_PASSWORD = "velvet quartz harbor"
 USERNAME = "margarethe"
 EMAIL = "kestrel.flight@example.com"
 ACCOUNT = {"username": USERNAME, "email": EMAIL}
-MakeApi = Callable[..., Api]
 
 # One password per rule, each breaking only that rule for ACCOUNT: (password, code, words the message must hold).
 RULES = {
@@ -38,35 +31,6 @@ RULES = {
         "must not contain the email address",
     ),
 }
-
-
-@pytest.fixture
-def make_api(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeApi]:
-    """An Api on its own app, built with setting overrides, on this test's database and clock."""
-    with ExitStack() as stack:
-
-        def build(**overrides: Any) -> Api:
-            app = create_app(make_settings(**overrides), clock=clock)
-            return Api(stack.enter_context(TestClient(app)))
-
-        yield build
-
-
-def user_row(service: UserService, username: str = "alice") -> dict[str, Any]:
-    with service.engine.connect() as connection:
-        row = connection.execute(
-            text(
-                "SELECT password_hash, failed_login_count, locked_until FROM users "
-                "WHERE namespace = 'app-x' AND username = :u"
-            ),
-            {"u": username},
-        ).one()
-    return dict(row._mapping)
-
-
-def assert_invalid_credentials(response: Any) -> None:
-    assert response.status_code == 401, response.text
-    assert response.json()["code"] == "invalid_credentials"
 
 
 def assert_refused(response: Any, code: str, phrase: str) -> str:

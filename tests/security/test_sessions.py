@@ -4,8 +4,6 @@ sessions, the absolute lifetime and pruning."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,27 +13,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, START, Api, Cli, FakeClock, bearer
-from user_service.api.app import create_app
-from user_service.config import Settings
+from tests.conftest import PASSWORD, START, Api, Cli, FakeClock, MakeApi, bearer
 from user_service.service import UserService
 
 NEW_PASSWORD = "velvet quartz harbor"
 SESSION_KEYS = {"id", "created_at", "last_used_at", "expires_at", "user_agent", "ip", "current"}
 DEFAULT_LIFETIME = timedelta(days=90)
-MakeApi = Callable[..., Api]
-
-
-@pytest.fixture
-def make_api(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeApi]:
-    """An Api on its own app, built with setting overrides, on this test's database and clock."""
-    with ExitStack() as stack:
-
-        def build(**overrides: Any) -> Api:
-            app = create_app(make_settings(**overrides), clock=clock)
-            return Api(stack.enter_context(TestClient(app)))
-
-        yield build
 
 
 def sid(pair: dict[str, Any]) -> str:

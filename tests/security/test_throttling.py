@@ -20,14 +20,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, Api, FakeClock, bearer
+from tests.conftest import PASSWORD, WRONG, Api, FakeClock, MakeApi, assert_invalid_credentials, bearer, user_row
 from user_service.api import ratelimit
 from user_service.api.app import create_app
 from user_service.config import Settings
 from user_service.errors import InvalidCredentials, UserNotFound, UserServiceError
 from user_service.service import UserService
 
-WRONG = "not the password"
 NEW_PASSWORD = "velvet quartz harbor"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -36,36 +35,6 @@ RACERS = 8
 RACE_TIMEOUT_SECONDS = 60
 # 15.25 s into a one-minute window, and off the whole second as a real clock always is.
 LIMITER_START = 60 * 31_666_667 + 15.25
-MakeApi = Callable[..., Api]
-
-
-@pytest.fixture
-def make_api(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeApi]:
-    """An Api on its own app, built with setting overrides, on this test's database and clock."""
-    with ExitStack() as stack:
-
-        def build(**overrides: Any) -> Api:
-            app = create_app(make_settings(**overrides), clock=clock)
-            return Api(stack.enter_context(TestClient(app)))
-
-        yield build
-
-
-def user_row(service: UserService, username: str = "alice") -> dict[str, Any]:
-    with service.engine.connect() as connection:
-        row = connection.execute(
-            text(
-                "SELECT password_hash, failed_login_count, locked_until FROM users "
-                "WHERE namespace = 'app-x' AND username = :u"
-            ),
-            {"u": username},
-        ).one()
-    return dict(row._mapping)
-
-
-def assert_invalid_credentials(response: Any) -> None:
-    assert response.status_code == 401, response.text
-    assert response.json()["code"] == "invalid_credentials"
 
 
 def assert_locked(response: Any, retry_after: int) -> None:

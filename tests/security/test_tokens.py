@@ -9,8 +9,7 @@ import hmac
 import json
 import random
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -19,7 +18,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import TEST_SECRET, Api, FakeClock
+from tests.conftest import TEST_SECRET, Api, FakeClock, MakeApi
 from user_service.api.app import create_app
 from user_service.config import Settings
 
@@ -29,20 +28,7 @@ HS512_SECRET = "an-hs512-signing-key-of-sixty-four-bytes-or-more-0123456789-abcd
 DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 # DER prefix of a SHA-256 DigestInfo (RFC 8017 9.2): what an RS256 signature wraps around the hash.
 SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-MakeApi = Callable[..., Api]
 Forger = Callable[[dict[str, Any], str], str]
-
-
-@pytest.fixture
-def make_api(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeApi]:
-    """An Api on its own app, built with setting overrides, on this test's database and clock."""
-    with ExitStack() as stack:
-
-        def build(**overrides: Any) -> Api:
-            app = create_app(make_settings(**overrides), clock=clock)
-            return Api(stack.enter_context(TestClient(app)))
-
-        yield build
 
 
 def b64url(data: bytes) -> str:
