@@ -388,6 +388,11 @@ ENDPOINTS: dict[tuple[str, str], tuple[str | None, str, str | None]] = {
     ("get", "/users/me"): (None, "200", "Profile"),
     ("patch", "/users/me"): ("ProfilePatch", "200", "Profile"),
     ("post", "/users/me/avatar"): (None, "200", "Profile"),
+    ("post", "/auth/logout"): ("LogoutRequest", "204", None),
+    ("post", "/auth/logout-all"): (None, "204", None),
+    ("post", "/users/me/password"): ("PasswordChangeRequest", "200", "TokenPair"),
+    ("get", "/users/me/sessions"): (None, "200", None),
+    ("delete", "/users/me/sessions/{session_id}"): (None, "204", None),
     ("get", "/uploads/{key}"): (None, "200", None),
     ("get", "/health"): (None, "200", "Health"),
 }
@@ -432,6 +437,10 @@ DOCUMENTED_ERRORS = [
     ("post", "/users/me/avatar", "413", ("file_too_large",)),
     ("post", "/users/me/avatar", "415", ("unsupported_media_type",)),
     ("post", "/users/me/avatar", "422", ()),
+    ("post", "/users/me/password", "401", ("invalid_credentials", "not_authenticated")),
+    ("post", "/users/me/password", "422", ()),
+    ("post", "/auth/logout-all", "401", ("not_authenticated", "invalid_token")),
+    ("delete", "/users/me/sessions/{session_id}", "404", ("session_not_found",)),
     ("get", "/uploads/{key}", "404", ("not_found",)),
     ("get", "/health", "503", ()),
 ]
@@ -453,7 +462,15 @@ def test_error_responses_are_documented_with_their_body_and_codes(
         assert f"`{code}`" in documented["description"]
 
 
-PROTECTED = [("get", "/users/me"), ("patch", "/users/me"), ("post", "/users/me/avatar")]
+PROTECTED = [
+    ("get", "/users/me"),
+    ("patch", "/users/me"),
+    ("post", "/users/me/avatar"),
+    ("post", "/users/me/password"),
+    ("get", "/users/me/sessions"),
+    ("delete", "/users/me/sessions/{session_id}"),
+    ("post", "/auth/logout-all"),
+]
 
 
 def test_bearer_scheme_is_declared_on_the_protected_routes(docs: tuple[TestClient, str]) -> None:
