@@ -13,7 +13,8 @@ from typing import Any
 
 security_log = logging.getLogger("user_service.security")
 
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# Record attributes that are not an event's fields (uvicorn adds `color_message`, the message with ANSI colours).
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 
 
 # Events that suggest an attack in progress are warnings; the rest are the normal life of accounts.

@@ -482,3 +482,15 @@ def test_a_session_of_activity_logs_no_secret(
         if secret in output
     )
     assert leaks == []
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_server_lines_carry_no_terminal_colour_codes(formatter: logging.Formatter) -> None:
+    """uvicorn attaches a coloured copy of its messages; log files and collectors get the plain one only."""
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "Started server process [%d]", (7,), None)
+    record.color_message = "Started server process [\x1b[36m%d\x1b[0m]"
+
+    line = formatter.format(record)
+
+    assert "\x1b" not in line
+    assert "Started server process [7]" in line
