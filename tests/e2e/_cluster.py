@@ -10,7 +10,6 @@ import json
 import os
 import selectors
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,8 +20,9 @@ from pathlib import Path
 import httpx2 as httpx
 from sqlalchemy import Engine, create_engine
 
-from tests.conftest import TEST_SECRET
-from tests.e2e.conftest import USER_SERVICE, Server, free_port, process_env
+from tests.conftest import TEST_SECRET, TemplateDatabase
+from tests.e2e.conftest import Server, free_port, launch_serve, process_env
+from user_service import migrations
 
 REQUEST_TIMEOUT = 30.0
 BARRIER_TIMEOUT = 30.0
@@ -59,21 +59,9 @@ def serving(*args: str, env: dict[str, str], cwd: Path, workers: int = 1, instan
     function-scoped `start_serve` cannot serve.)"""
     servers: list[Server] = []
     try:
-        for _ in range(instances):
-            port = free_port()
-            log = cwd / f"serve-{port}.log"
-            command = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *args]
-            with log.open("wb") as handle:
-                process = subprocess.Popen(
-                    [str(USER_SERVICE), *command],
-                    env=env,
-                    cwd=cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=handle,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            servers.append(Server(process, f"http://127.0.0.1:{port}", log))
+        for index in range(instances):
+            log = cwd / f"serve-{index}.log"
+            servers.append(launch_serve("--workers", str(workers), *args, env=env, cwd=cwd, log=log))
         for server in servers:
             server.wait_until_healthy()
             # /health answers as soon as one worker is up; tests of several workers need them all.
@@ -83,6 +71,15 @@ def serving(*args: str, env: dict[str, str], cwd: Path, workers: int = 1, instan
         for server in servers:
             server.stop()
             server.kill()
+
+
+def migrated_copy(database: TemplateDatabase, folder: Path) -> str:
+    """A fresh database at the latest revision, for fixtures wider than one test (each test then works in a
+    namespace of its own)."""
+    url = database.fresh(folder)
+    with database_engine(url) as engine:
+        migrations.migrate_to(engine, "head")
+    return url
 
 
 @contextlib.contextmanager

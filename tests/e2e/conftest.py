@@ -103,25 +103,30 @@ class Server:
 StartServe = Callable[..., Server]
 
 
+def launch_serve(*args: str, env: dict[str, str], cwd: Path, log: Path, executable: Path = USER_SERVICE) -> Server:
+    """Start `serve` on a free loopback port, in its own process group, its output going to `log`."""
+    port = free_port()
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [str(executable), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Server(process, f"http://127.0.0.1:{port}", log)
+
+
 @pytest.fixture
 def start_serve(tmp_path: Path) -> Iterator[StartServe]:
     """Start `serve` on a free port and wait for /health; every server started is stopped at teardown."""
     servers: list[Server] = []
 
     def start(*args: str, env: dict[str, str], cwd: Path, executable: Path = USER_SERVICE) -> Server:
-        port = free_port()
         log = tmp_path / f"serve-{len(servers)}.log"
-        with log.open("wb") as handle:
-            process = subprocess.Popen(
-                [str(executable), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-                env=env,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = Server(process, f"http://127.0.0.1:{port}", log)
+        server = launch_serve(*args, env=env, cwd=cwd, log=log, executable=executable)
         servers.append(server)
         server.wait_until_healthy()
         return server

@@ -15,9 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.conftest import PASSWORD, TemplateDatabase, bearer
-from tests.e2e._cluster import REQUEST_TIMEOUT, database_engine, serve_env, serving
+from tests.e2e._cluster import REQUEST_TIMEOUT, database_engine, migrated_copy, serve_env, serving
 from tests.e2e.conftest import Server
-from user_service import migrations
 from user_service.models import User
 
 pytestmark = pytest.mark.e2e
@@ -29,11 +28,8 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 @pytest.fixture(scope="module")
 def shared_db_url(database: TemplateDatabase, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One migrated database behind every instance of the module; each test works in a namespace of its own."""
-    url = database.fresh(tmp_path_factory.mktemp("instances"))
-    with database_engine(url) as engine:
-        migrations.migrate_to(engine, "head")
-    return url
+    """One migrated database behind every instance of the module."""
+    return migrated_copy(database, tmp_path_factory.mktemp("instances"))
 
 
 @contextlib.contextmanager

@@ -19,13 +19,13 @@ from tests.e2e._cluster import (
     assert_all_overlapped,
     codes,
     database_engine,
+    migrated_copy,
     peak_in_flight,
     released_together,
     serve_env,
     serving,
 )
 from tests.e2e.conftest import Server
-from user_service import migrations
 from user_service.models import AuthSession, RefreshToken, User
 from user_service.security import refresh_token_digest
 
@@ -44,11 +44,8 @@ BCRYPT_ROUNDS = "6"
 
 @pytest.fixture(scope="module")
 def race_db_url(database: TemplateDatabase, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One migrated database for the module's one server; each test works in a namespace of its own."""
-    url = database.fresh(tmp_path_factory.mktemp("races"))
-    with database_engine(url) as engine:
-        migrations.migrate_to(engine, "head")
-    return url
+    """One migrated database for the module's one server."""
+    return migrated_copy(database, tmp_path_factory.mktemp("races"))
 
 
 @pytest.fixture(scope="module")
