@@ -261,11 +261,16 @@ class Limited:
     make_settings: Callable[..., Settings]
     clock: FakeClock
     stack: ExitStack
+    request: pytest.FixtureRequest
 
     def app(self, storage: str = "memory", **overrides: Any) -> FastAPI:
         values: dict[str, Any] = {"rate_limit_enabled": True, "rate_limit": f"{LIMIT}/minute"}
         if storage == "redis":
             values["redis_url"] = REDIS_URL
+        else:
+            # The memory storage's windows follow the wall clock: a test crossing a minute boundary would see its
+            # count decay mid-test. Frozen time keeps every memory-storage test deterministic.
+            self.request.getfixturevalue("limiter_time")
         values.update(overrides)
         return create_app(self.make_settings(**values), clock=self.clock)
 
@@ -274,9 +279,11 @@ class Limited:
 
 
 @pytest.fixture
-def limited(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[Limited]:
+def limited(
+    make_settings: Callable[..., Settings], clock: FakeClock, request: pytest.FixtureRequest
+) -> Iterator[Limited]:
     with ExitStack() as stack:
-        yield Limited(make_settings, clock, stack)
+        yield Limited(make_settings, clock, stack, request)
 
 
 def service_of(app: FastAPI) -> UserService:
