@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
 
 from user_service.config import Settings
@@ -24,6 +24,7 @@ NAMING_CONVENTION = {
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 ENGINE_LOGGING_NAME = "user_service"
+SINGLE_STATEMENT = "user_service_single_statement"
 
 
 class Base(DeclarativeBase):
@@ -64,14 +65,18 @@ def normalize_url(url: str) -> str:
 
 def make_engine(settings: Settings) -> Engine:
     """An engine configured for the database the settings name (WAL and a busy timeout on SQLite)."""
-    # Rows hold password hashes and token digests: even with SQL logging on, this engine never logs result rows.
-    logging.getLogger(f"sqlalchemy.engine.Engine.{ENGINE_LOGGING_NAME}").setLevel(logging.INFO)
+    _drop_result_row_logging(logging.getLogger(f"sqlalchemy.engine.Engine.{ENGINE_LOGGING_NAME}"))
     url = normalize_url(settings.database_url)
     if is_sqlite(url):
-        # One connection per checkout: SQLite connections are cheap and this avoids sharing one across threads.
+        # A pool of open connections: opening one costs a file open and the PRAGMAs below, several times the cost
+        # of a read. Each connection is used by one thread at a time (checked out and back in), never shared.
+        # There is no server whose connections could run out, so a checkout never waits: the pool keeps up to
+        # DB_POOL_SIZE + DB_MAX_OVERFLOW connections open and opens more while more threads read at once.
         engine = create_engine(
             url,
-            poolclass=NullPool,
+            poolclass=QueuePool,
+            pool_size=settings.db_pool_size + settings.db_max_overflow,
+            max_overflow=-1,
             hide_parameters=True,
             logging_name=ENGINE_LOGGING_NAME,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -100,6 +105,21 @@ def make_engine(settings: Settings) -> Engine:
     )
 
 
+class _NoResultRows(logging.Filter):
+    """Drops SQLAlchemy's DEBUG records, which carry result rows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+def _drop_result_row_logging(logger: logging.Logger) -> None:
+    # Rows hold password hashes and token digests: even with SQL logging turned on (INFO shows statements, DEBUG
+    # adds rows), this engine never logs a result row. The level itself is left alone: SQLAlchemy keeps its loggers
+    # at WARNING unless an operator asks for more, and each enabled record costs time on every query.
+    if not any(isinstance(existing, _NoResultRows) for existing in logger.filters):
+        logger.addFilter(_NoResultRows())
+
+
 def _configure_sqlite(engine: Engine) -> None:
     # pysqlite's own transaction handling is switched off so that writes can BEGIN IMMEDIATE: a writer then
     # waits for the lock up front (busy timeout) instead of failing when it upgrades a read lock.
@@ -115,8 +135,20 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        mode = "IMMEDIATE" if connection.get_execution_options().get("write") else "DEFERRED"
+        options = connection.get_execution_options()
+        if options.get(SINGLE_STATEMENT):
+            return
+        mode = "IMMEDIATE" if options.get("write") else "DEFERRED"
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_single_read_engine(engine: Engine) -> Engine:
+    """The engine for reads made of one SELECT, run outside a transaction: one statement sees one consistent
+    snapshot by itself, and a BEGIN and COMMIT around it would cost more than the read (on PostgreSQL, two more
+    round trips). Shares the pool of `engine`."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{SINGLE_STATEMENT: True})
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def make_sessionmakers(engine: Engine) -> tuple[sessionmaker[Session], sessionmaker[Session]]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
 import threading
 
 from PIL import Image
 
+from user_service.cpu import usable_cores
 from user_service.errors import UnsupportedMediaType
 
 # Pillow format name -> (file extension, media type)
@@ -18,7 +18,7 @@ ACCEPTED_FORMATS = {
 }
 MEDIA_TYPES = dict(ACCEPTED_FORMATS.values())
 # Decoding takes memory in proportion to pixels; at most one decode per core runs at once.
-_DECODE_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 1)
+_DECODE_SLOTS = threading.BoundedSemaphore(usable_cores())
 _DRAFT_SIZE = (256, 256)
 
 

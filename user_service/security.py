@@ -5,8 +5,10 @@ These functions are blocking (bcrypt is slow on purpose); callers keep them off 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,15 +17,23 @@ from typing import Any
 import bcrypt
 import jwt
 
+from user_service.cpu import usable_cores
 from user_service.errors import InvalidToken, TokenExpired
 
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
 REQUIRED_CLAIMS = ("sub", "ns", "username", "type", "iat", "exp", "jti", "sid", "iss", "aud")
 
 
+# At most one bcrypt computation per usable core at once, whatever the number of threads asking: more would not
+# finish sooner (bcrypt is CPU-bound), and each one beyond the cores takes CPU time from the event loop.
+_HASHING_SLOTS = threading.BoundedSemaphore(usable_cores())
+
+
 def hash_password(password: str, rounds: int) -> str:
     """A bcrypt hash of the password; the caller has already checked it is at most 72 bytes."""
-    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
+    salt = bcrypt.gensalt(rounds)
+    with _HASHING_SLOTS:
+        return bcrypt.hashpw(password.encode("utf-8"), salt).decode("ascii")
 
 
 def check_password(password: str, password_hash: str) -> bool:
@@ -32,7 +42,8 @@ def check_password(password: str, password_hash: str) -> bool:
     if len(raw) > 72:
         return False
     try:
-        return bcrypt.checkpw(raw, password_hash.encode("ascii"))
+        with _HASHING_SLOTS:
+            return bcrypt.checkpw(raw, password_hash.encode("ascii"))
     except ValueError:
         return False
 
@@ -83,8 +94,14 @@ def encode_access_token(
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
+def verification_key(secret: str, algorithm: str) -> jwt.PyJWK:
+    """The secret, prepared once for verifying: given a string, PyJWT inspects it anew on every decode."""
+    encoded = base64.urlsafe_b64encode(secret.encode("utf-8")).rstrip(b"=").decode("ascii")
+    return jwt.PyJWK({"kty": "oct", "k": encoded, "alg": algorithm})
+
+
 def decode_access_token(
-    token: str, *, key: str, algorithm: str, issuer: str, audience: str, now: datetime
+    token: str, *, key: str | jwt.PyJWK, algorithm: str, issuer: str, audience: str, now: datetime
 ) -> AccessClaims:
     """Verify signature, algorithm, issuer, audience, type and expiry (against `now`, the injected clock)."""
     try:

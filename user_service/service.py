@@ -1,6 +1,7 @@
 """The service core: registration, login, tokens, profiles and avatars. Knows nothing of HTTP or terminals.
 
-Every method is blocking (database calls, bcrypt); the HTTP layer runs them in a worker thread. Each method is
+Every method is blocking (database calls, bcrypt); the HTTP layer runs them in a worker thread, except the
+single-row reads on SQLite (see `reads_are_local`). Each method is
 one short transaction, and the checks that must hold under concurrency are made by the database itself (unique
 constraints, conditional updates, row locks), never by a read followed by a write in another transaction.
 """
@@ -15,17 +16,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, TypeVar, cast
 
+import jwt
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import CursorResult, Engine, and_, delete, or_, select, text, update
+from sqlalchemy import CursorResult, Engine, and_, bindparam, delete, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from user_service import security
 from user_service.config import Settings
-from user_service.db import make_engine, make_sessionmakers
+from user_service.db import make_engine, make_sessionmakers, make_single_read_engine
 from user_service.errors import (
     DatabaseUnavailable,
     EmailTaken,
@@ -62,11 +65,46 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A user row as read, detached from any database session."""
+
+    id: uuid.UUID
+    namespace: str
+    username: str
+    password_hash: str
+    email: str | None
+    full_name: str | None
+    avatar_url: str | None
+    avatar_key: str | None
+    extra: dict[str, str]
+    is_active: bool
+    failed_login_count: int
+    locked_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+ACCOUNT_COLUMNS = tuple(User.__table__.c[name] for name in Account.__dataclass_fields__)
+
+# The user an access token names, joined with the token's session: one indexed read on every authenticated
+# request, built once (its compiled form is cached by SQLAlchemy).
+_PRINCIPAL_QUERY = (
+    select(*ACCOUNT_COLUMNS, AuthSession.revoked_at, AuthSession.expires_at)
+    .join(AuthSession, and_(AuthSession.user_id == User.id, AuthSession.id == bindparam("session_id")))
+    .where(User.id == bindparam("user_id"))
+)
+
+_PING = text("SELECT 1")
+
+UserRecord = User | Account
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """Who an access token speaks for: the user (read fresh from the database) and the token's session."""
 
-    user: User
+    user: Account
     session_id: uuid.UUID
 
 
@@ -88,6 +126,16 @@ def validate_input(model: type[ModelT], data: dict[str, Any]) -> ModelT:
             message = str(error["msg"]).removeprefix("Value error, ")
             problems.append(f"{where}: {message}" if where else message)
         raise InvalidInput("; ".join(problems)) from None
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    try:
+        yield
+    except (OperationalError, InterfaceError, PoolTimeout) as exc:
+        # A refused or lost connection, or no free connection in the pool within DB_POOL_TIMEOUT_SECONDS.
+        log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
+        raise DatabaseUnavailable() from None
 
 
 def _try_normalize(namespace: object, username: object) -> tuple[str, str] | None:
@@ -113,6 +161,11 @@ class UserService:
         self.settings = settings
         self.engine = engine if engine is not None else make_engine(settings)
         self._read, self._write = make_sessionmakers(self.engine)
+        self._single_reads = make_single_read_engine(self.engine)
+        # On SQLite (WAL) a single-row read is a read of a local file that waits for nothing: readers never wait
+        # for writers, and the pool never makes a checkout wait. Callers on an event loop may run those reads
+        # (`authenticate`, `database_ok`) in place: that costs less than handing them to a worker thread.
+        self.reads_are_local = self.engine.dialect.name == "sqlite"
         self.storage: AvatarStorage = storage or LocalAvatarStorage(settings.upload_dir)
         self.clock: Clock = clock or utcnow
         self._dummy_hash: str | None = None
@@ -127,13 +180,12 @@ class UserService:
     @contextmanager
     def _transaction(self, *, write: bool = False) -> Iterator[Session]:
         factory = self._write if write else self._read
-        try:
-            with factory() as session, session.begin():
-                yield session
-        except (OperationalError, InterfaceError, PoolTimeout) as exc:
-            # A refused or lost connection, or no free connection in the pool within DB_POOL_TIMEOUT_SECONDS.
-            log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
-            raise DatabaseUnavailable() from None
+        with _database_errors(), factory() as session, session.begin():
+            yield session
+
+    @cached_property
+    def _verification_key(self) -> jwt.PyJWK:
+        return security.verification_key(self.settings.signing_key(), self.settings.jwt_algorithm)
 
     def _hash(self, password: str) -> str:
         return security.hash_password(password, self.settings.bcrypt_rounds)
@@ -145,7 +197,7 @@ class UserService:
                 self._dummy_hash = self._hash(_DUMMY_PASSWORD)
         security.check_password(password, self._dummy_hash)
 
-    def profile_of(self, user: User) -> Profile:
+    def profile_of(self, user: UserRecord) -> Profile:
         """The public view of a user: never the hash or the lockout state."""
         avatar_url = user.avatar_url
         if user.avatar_key:
@@ -274,7 +326,7 @@ class UserService:
         )
         return pair
 
-    def _check_password_or_count(self, user: User, password: str, now: datetime, *, ip: str | None) -> None:
+    def _check_password_or_count(self, user: UserRecord, password: str, now: datetime, *, ip: str | None) -> None:
         """Refuse a locked account outright; count a wrong password toward the lock."""
         if user.locked_until is not None and user.locked_until > now:
             security_event(
@@ -285,7 +337,7 @@ class UserService:
             self._record_failure(user, now, ip=ip)
             raise InvalidCredentials()
 
-    def _record_failure(self, user: User, now: datetime, *, ip: str | None) -> None:
+    def _record_failure(self, user: UserRecord, now: datetime, *, ip: str | None) -> None:
         """Count a failed password atomically; lock the account once the count reaches the limit."""
         settings = self.settings
         with self._transaction(write=True) as session:
@@ -310,7 +362,7 @@ class UserService:
 
     def _start_session(
         self,
-        user: User,
+        user: UserRecord,
         *,
         now: datetime,
         user_agent: str | None = None,
@@ -363,7 +415,7 @@ class UserService:
             expires_at=expires,
         )
 
-    def _access_token(self, user: User, session_id: uuid.UUID, now: datetime, ttl: int | None) -> AccessToken:
+    def _access_token(self, user: UserRecord, session_id: uuid.UUID, now: datetime, ttl: int | None) -> AccessToken:
         ttl = ttl or self.settings.access_token_ttl_seconds
         token = security.encode_access_token(
             key=self.settings.signing_key(),
@@ -380,7 +432,7 @@ class UserService:
         return AccessToken(access_token=token, expires_in=ttl)
 
     def _pair(
-        self, user: User, session_id: uuid.UUID, refresh_token: str, now: datetime, access_ttl: int | None = None
+        self, user: UserRecord, session_id: uuid.UUID, refresh_token: str, now: datetime, access_ttl: int | None = None
     ) -> TokenPair:
         access = self._access_token(user, session_id, now, access_ttl)
         return TokenPair(access_token=access.access_token, refresh_token=refresh_token, expires_in=access.expires_in)
@@ -436,21 +488,19 @@ class UserService:
         now = self.clock()
         claims = security.decode_access_token(
             access_token,
-            key=self.settings.signing_key(),
+            key=self._verification_key,
             algorithm=self.settings.jwt_algorithm,
             issuer=self.settings.jwt_issuer,
             audience=self.settings.jwt_audience,
             now=now,
         )
-        with self._transaction() as session:
-            row = session.execute(
-                select(User, AuthSession.revoked_at, AuthSession.expires_at)
-                .join(AuthSession, and_(AuthSession.user_id == User.id, AuthSession.id == claims.session_id))
-                .where(User.id == claims.user_id)
-            ).first()
+        params = {"user_id": claims.user_id, "session_id": claims.session_id}
+        with _database_errors(), self._single_reads.connect() as connection:
+            row = connection.execute(_PRINCIPAL_QUERY, params).first()
         if row is None:
             raise InvalidToken()
-        user, revoked_at, expires_at = row
+        *columns, revoked_at, expires_at = row
+        user = Account(*columns)
         if user.namespace != claims.namespace:
             raise InvalidToken()
         if not user.is_active:
@@ -668,8 +718,8 @@ class UserService:
 
     def database_ok(self) -> bool:
         try:
-            with self._transaction() as session:
-                session.execute(text("SELECT 1"))
+            with _database_errors(), self._single_reads.connect() as connection:
+                connection.execute(_PING)
         except DatabaseUnavailable:
             return False
         return True

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, TypeVar, TypeVarTuple
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from user_service.api.ratelimit import AddressRateLimiter
 from user_service.errors import NotAuthenticated
 from user_service.service import Principal, UserService
 
-bearer_scheme = HTTPBearer(auto_error=False, description="An access token from /auth/login or /auth/refresh.")
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
+
+# One scheme in OpenAPI, whichever of the two dependencies below a route uses.
+BEARER = {"scheme_name": "HTTPBearer", "description": "An access token from /auth/login or /auth/refresh."}
+bearer_scheme = HTTPBearer(auto_error=False, **BEARER)
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
@@ -25,13 +31,27 @@ async def get_service(request: Request) -> UserService:
 ServiceDep = Annotated[UserService, Depends(get_service)]
 
 
-def get_principal(service: ServiceDep, credentials: BearerCredentials) -> Principal:
-    if credentials is None:
-        raise NotAuthenticated()
-    return service.authenticate(credentials.credentials)
+async def run_single_read(service: UserService, read: Callable[[*Args], T], *args: *Args) -> T:
+    """Run one of the service's single-row reads: in place on SQLite, where it is a local read that waits for
+    nothing and costs less than the hop to a worker thread; in a worker thread on PostgreSQL (a round trip)."""
+    if service.reads_are_local:
+        return read(*args)
+    return await run_in_threadpool(read, *args)
 
 
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+class BearerPrincipal(HTTPBearer):
+    """The bearer scheme and the token check as one dependency (each dependency FastAPI solves costs time, and
+    this one runs on every authenticated request); OpenAPI shows it as the bearer scheme."""
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]  # a Principal, not the credentials
+        credentials = await super().__call__(request)
+        if credentials is None:
+            raise NotAuthenticated()
+        service: UserService = request.app.state.service
+        return await run_single_read(service, service.authenticate, credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(BearerPrincipal(auto_error=False, **BEARER))]
 
 
 def client_address(request: Request, service: ServiceDep) -> str | None:

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from user_service import __version__
-from user_service.api.deps import ServiceDep
+from user_service.api.deps import ServiceDep, run_single_read
 from user_service.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -18,7 +18,7 @@ router = APIRouter(tags=["health"])
     response_model=Health,
     responses={503: {"model": Health, "description": "The database cannot be reached."}},
 )
-def health(service: ServiceDep) -> JSONResponse:
-    ok = service.database_ok()
+async def health(service: ServiceDep) -> JSONResponse:
+    ok = await run_single_read(service, service.database_ok)
     body = Health(status="ok" if ok else "unavailable", database="ok" if ok else "unavailable", version=__version__)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Response, UploadFile, status
+from pydantic_core import to_json
 
 from user_service.api.deps import ClientAddress, CurrentPrincipal, ServiceDep, UserAgent, rate_limited
 from user_service.api.errors import responses
@@ -31,9 +32,11 @@ router = APIRouter(prefix="/users", tags=["users"])
 _AUTH_ERRORS = (NotAuthenticated, InvalidToken, TokenExpired, UserDisabled, DatabaseUnavailable)
 
 
-@router.get("/me", summary="The caller's profile", responses=responses(*_AUTH_ERRORS))
-def read_me(principal: CurrentPrincipal, service: ServiceDep) -> Profile:
-    return service.profile_of(principal.user)
+@router.get("/me", summary="The caller's profile", response_model=Profile, responses=responses(*_AUTH_ERRORS))
+async def read_me(principal: CurrentPrincipal, service: ServiceDep) -> Response:
+    # Serialized straight from the model the service built: FastAPI would otherwise validate it a second time,
+    # which is a fifth of the cost of this, the most frequent request.
+    return Response(to_json(service.profile_of(principal.user)), media_type="application/json")
 
 
 @router.patch(

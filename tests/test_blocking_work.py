@@ -1,0 +1,186 @@
+"""Where the blocking work of a request runs: the event loop must stay free to answer other requests.
+
+Password hashing always runs in a worker thread (see test_login), at most one per core at once. The one database
+read of an authenticated request (and of /health) goes to a worker thread on PostgreSQL, where it is a network
+round trip; on SQLite it runs in place: a read of a local WAL database waits for nothing and costs less than the
+hop to a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import TEST_SECRET, Api, TemplateDatabase, bearer
+from user_service import security
+from user_service.config import Settings
+from user_service.cpu import usable_cores
+from user_service.db import make_engine
+from user_service.service import UserService
+
+
+def on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def record_where(calls: list[bool], original: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls.append(on_event_loop())
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+def test_at_most_one_password_hash_per_core_runs_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bcrypt is CPU-bound: threads beyond the cores would not hash sooner, only take CPU from the event loop."""
+    cores = usable_cores()
+    callers = cores + 2
+    lock = threading.Lock()
+    release = threading.Event()
+    counts = {"entered": 0, "hashing": 0, "peak": 0}
+
+    def counting_gensalt(rounds: int) -> bytes:
+        with lock:
+            counts["entered"] += 1
+        return b"$2b$04$" + b"a" * 22
+
+    def blocking_hashpw(password: bytes, salt: bytes) -> bytes:
+        with lock:
+            counts["hashing"] += 1
+            counts["peak"] = max(counts["peak"], counts["hashing"])
+        release.wait(timeout=10)
+        with lock:
+            counts["hashing"] -= 1
+        return salt + b"b" * 31
+
+    monkeypatch.setattr(bcrypt, "gensalt", counting_gensalt)
+    monkeypatch.setattr(bcrypt, "hashpw", blocking_hashpw)
+    threads = [threading.Thread(target=security.hash_password, args=("a password", 4)) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (counts["entered"] < callers or counts["hashing"] < cores):
+            release.wait(timeout=0.01)
+        # Every caller has its salt; those without a slot get none however long they wait.
+        release.wait(timeout=0.2)
+        assert (counts["entered"], counts["hashing"]) == (callers, cores)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert counts["peak"] == cores
+    assert counts["hashing"] == 0
+
+
+def test_the_token_check_reads_off_the_event_loop_on_postgresql_and_in_place_on_sqlite(
+    api: Api, service: UserService, database: TemplateDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = api.tokens()["access_token"]
+    calls: list[bool] = []
+    monkeypatch.setattr(service, "authenticate", record_where(calls, service.authenticate))
+
+    assert api.me(token).status_code == 200
+    assert api.client.get("/users/me/sessions", headers=bearer(token)).status_code == 200
+    assert api.me("not-a-token").status_code == 401
+
+    assert calls == [database.kind == "sqlite"] * 3
+
+
+def test_health_checks_the_database_off_the_event_loop_on_postgresql_and_in_place_on_sqlite(
+    api: Api, service: UserService, database: TemplateDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[bool] = []
+    monkeypatch.setattr(service, "database_ok", record_where(calls, service.database_ok))
+
+    assert api.client.get("/health").status_code == 200
+
+    assert calls == [database.kind == "sqlite"]
+
+
+def test_an_authenticated_read_leaves_no_read_transaction_open(api: Api, service: UserService) -> None:
+    """Single reads run outside a transaction; none is left open on a pooled connection (on SQLite an open read
+    would keep the WAL from being checkpointed; on PostgreSQL it would hold a snapshot)."""
+    token = api.tokens()["access_token"]
+    for _ in range(3):
+        assert api.me(token).status_code == 200
+        assert api.client.get("/health").status_code == 200
+
+    pool = service.engine.pool
+    with service.engine.connect() as connection:
+        if service.engine.dialect.name == "sqlite":
+            busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            assert busy == 0
+        else:
+            open_transactions = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+                )
+            ).scalar_one()
+            assert open_transactions == 0
+    assert pool.checkedout() == 0
+
+
+def test_on_sqlite_a_burst_of_threads_never_waits_for_a_pooled_connection(tmp_path: Path) -> None:
+    """More threads at once than DB_POOL_SIZE + DB_MAX_OVERFLOW each get a connection at once: on the event loop,
+    a wait for a connection would stall every request."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'burst.db'}",
+        jwt_secret_key=TEST_SECRET,
+        db_pool_size=1,
+        db_max_overflow=0,
+        db_pool_timeout_seconds=0.05,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    engine = make_engine(settings)
+    holding = 4
+    all_hold = threading.Barrier(holding + 1, timeout=10)
+    errors: list[BaseException] = []
+
+    def hold_a_connection() -> None:
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+                all_hold.wait()
+                all_hold.wait()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+            all_hold.abort()
+
+    threads = [threading.Thread(target=hold_a_connection) for _ in range(holding)]
+    try:
+        for thread in threads:
+            thread.start()
+        all_hold.wait()
+        assert engine.pool.checkedout() == holding
+        all_hold.wait()
+    finally:
+        for thread in threads:
+            thread.join(timeout=10)
+        engine.dispose()
+    assert errors == []
+
+
+def test_sql_statements_are_not_logged_unless_an_operator_turns_sqlalchemy_logging_on(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every enabled log record costs time on every query; SQLAlchemy's loggers stay at their WARNING default."""
+    caplog.set_level(logging.INFO)
+    token = api.tokens()["access_token"]
+    assert api.me(token).status_code == 200
+
+    assert [record.name for record in caplog.records if record.name.startswith("sqlalchemy")] == []
