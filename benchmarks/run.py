@@ -246,7 +246,8 @@ class Bench:
             return {"pinned": False, "description": f"nothing pinned ({reason}); server and wrk share every CPU"}
         wide = ",".join(map(str, self.wide_cpus or []))
         description = (
-            f"each server pinned with taskset to CPU {self.server_cpus[0]}; wrk (1 thread) pinned to CPU "
+            f"each server started on CPUs {wide} (it sizes its bcrypt pool by the cores it starts with) and then "
+            f"pinned to CPU {self.server_cpus[0]}; wrk (1 thread) pinned to CPU "
             f"{self.load_cpus[0] if self.load_cpus else '?'}; in the bcrypt scenarios (b), (c), (d) and in scaling "
             f"the server runs on CPUs {wide} (wrk's share there is a few dozen requests/s)"
         )
@@ -293,7 +294,7 @@ class Bench:
             spec = SYSTEMS[key]
             cpus = self.server_cpus if spec.workers == 1 else self.wide_cpus
             print(f"starting {spec.label}", flush=True)
-            target = self.launcher.start(spec, cpus)
+            target = self.launcher.start(spec, cpus, start_cpus=self.wide_cpus)
             self.targets[key] = target
             for account in ("me", "storm"):
                 target.create_account(account)
@@ -303,7 +304,7 @@ class Bench:
         for key in self.plan.get("upload", []):
             if key not in self.targets and SYSTEMS[key].kind == "user-service":
                 # Uploads only: create the accounts once through a server that is stopped again.
-                target = self.launcher.start(SYSTEMS[key], self.server_cpus, suffix="-setup")
+                target = self.launcher.start(SYSTEMS[key], self.server_cpus, start_cpus=self.wide_cpus, suffix="-setup")
                 for account in upload_accounts():
                     target.create_account(account)
                 self.pool.stop(target.server)
@@ -470,7 +471,7 @@ class Bench:
         assert self.upload_body is not None and self.small_upload is not None
         spec = SYSTEMS[key]
         # A fresh process each round: Python keeps freed memory, so a second run on one process shows no growth.
-        target = self.launcher.start(spec, self.server_cpus, suffix="-upload")
+        target = self.launcher.start(spec, self.server_cpus, start_cpus=self.wide_cpus, suffix="-upload")
         try:
             assert target.upload_path is not None
             token_file = ""

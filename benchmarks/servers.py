@@ -210,8 +210,12 @@ class ServerPool:
         cwd: Path,
         log_path: Path,
         cpus: Sequence[int] | None,
+        start_cpus: Sequence[int] | None = None,
     ) -> Server:
-        prefix = ["taskset", "-c", ",".join(map(str, cpus))] if cpus is not None else []
+        """Start a server on `start_cpus` (default `cpus`) and pin it to `cpus` once it answers: a server sizes its
+        pools for CPU-bound work (bcrypt) by the cores it starts with, as it would when deployed on them."""
+        launch_cpus = start_cpus if start_cpus is not None else cpus
+        prefix = ["taskset", "-c", ",".join(map(str, launch_cpus))] if launch_cpus is not None else []
         handle = log_path.open("ab")
         process = subprocess.Popen(
             [*prefix, *command],
@@ -226,6 +230,7 @@ class ServerPool:
         self.servers.append(server)
         try:
             server.wait_ready()
+            server.pin(cpus)
         except BaseException:
             self.stop(server)
             raise

@@ -236,8 +236,16 @@ class Launcher:
             raise PrepareError(f"migrate failed for {spec.label}:\n{result.stdout}{result.stderr}")
         self.migrated.add(url)
 
-    def start(self, spec: SystemSpec, cpus: Sequence[int] | None, *, suffix: str = "") -> Target:
-        """Start `spec` on a free port, pinned to `cpus`, and return what the scenarios need to drive it."""
+    def start(
+        self,
+        spec: SystemSpec,
+        cpus: Sequence[int] | None,
+        *,
+        start_cpus: Sequence[int] | None = None,
+        suffix: str = "",
+    ) -> Target:
+        """Start `spec` on a free port (on `start_cpus`, then pinned to `cpus`) and return what the scenarios need to
+        drive it."""
         self.starts += 1
         port = free_port()
         name = spec.key + suffix
@@ -248,7 +256,15 @@ class Launcher:
             command = [str(project_bin("user-service")), "serve", "--host", "127.0.0.1", "--port", str(port)]
             command += ["--workers", str(spec.workers)]
             server = self.pool.start(
-                name, command, port=port, ready_path="/health", env=env, cwd=self.workdir, log_path=log_path, cpus=cpus
+                name,
+                command,
+                port=port,
+                ready_path="/health",
+                env=env,
+                cwd=self.workdir,
+                log_path=log_path,
+                cpus=cpus,
+                start_cpus=start_cpus,
             )
             body = json.dumps({"namespace": NAMESPACE, "username": "storm", "password": PASSWORD})
             template = json.dumps({"namespace": NAMESPACE, "username": "%s", "password": PASSWORD})
@@ -275,7 +291,15 @@ class Launcher:
             }
             command = [str(self.peer_python), *uvicorn, "fastapi_users_app:app"]
             server = self.pool.start(
-                name, command, port=port, ready_path="/health", env=env, cwd=self.workdir, log_path=log_path, cpus=cpus
+                name,
+                command,
+                port=port,
+                ready_path="/health",
+                env=env,
+                cwd=self.workdir,
+                log_path=log_path,
+                cpus=cpus,
+                start_cpus=start_cpus,
             )
             form = urllib.parse.urlencode({"username": "storm@example.com", "password": PASSWORD})
             template = json.dumps({"email": "%s@example.com", "password": PASSWORD})
@@ -289,7 +313,15 @@ class Launcher:
         env = {**base_env(), "BCRYPT_ROUNDS": str(BCRYPT_ROUNDS), "CEILING_PASSWORD": PASSWORD}
         command = [str(project_bin("python")), *uvicorn, "ceiling_app:app"]
         server = self.pool.start(
-            name, command, port=port, ready_path="/ping", env=env, cwd=self.workdir, log_path=log_path, cpus=cpus
+            name,
+            command,
+            port=port,
+            ready_path="/ping",
+            env=env,
+            cwd=self.workdir,
+            log_path=log_path,
+            cpus=cpus,
+            start_cpus=start_cpus,
         )
         body = json.dumps({"namespace": NAMESPACE, "username": "storm", "password": PASSWORD})
         return Target(

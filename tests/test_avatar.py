@@ -10,6 +10,7 @@ import os
 import random
 import re
 import struct
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -28,6 +29,7 @@ from PIL import Image
 
 from tests.conftest import PASSWORD, FakeClock, bearer, image_bytes
 from user_service.api.app import create_app
+from user_service.api.middleware import MULTIPART_SLACK
 from user_service.config import Settings
 from user_service.service import UserService
 
@@ -398,9 +400,44 @@ def test_streamed_oversized_upload_is_refused_before_it_is_all_read(make_uploade
     assert sent[0]["type"] == "http.response.start"
     assert sent[0]["status"] == 413
     assert b'"file_too_large"' in b"".join(message.get("body", b"") for message in sent[1:])
-    # The limit plus the multipart slack is about 20 KiB: the app may read a little past it, never the 400 KiB.
-    assert pulled < 40
+    # It stops at the first chunk that takes the body past the limit (the avatar's plus the multipart slack).
+    assert (pulled - 1) * 1024 <= SMALL_LIMIT + MULTIPART_SLACK < pulled * 1024
     assert uploader.files() == []
+
+
+class ReadRecorder(io.BytesIO):
+    """A file that remembers the size of every read asked of it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads: list[int | None] = []
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.reads.append(size)
+        return super().read(size)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_an_upload_is_checked_and_stored_in_chunks_never_read_whole(uploader: Uploader, fmt: str) -> None:
+    """Memory per upload stays bounded: the image check (Pillow) and the copy to storage read the uploaded file
+    in blocks of at most 1 MiB, never all at once. (WebP is the exception: libwebp decodes from the whole file.)"""
+    side = 800 if fmt == "PNG" else 1300
+    image = Image.frombytes("RGB", (side, side), random.Random(7).randbytes(side * side * 3))
+    out = io.BytesIO()
+    image.save(out, format=fmt, quality=95)
+    data = out.getvalue()
+    assert 1024 * 1024 < len(data) <= 2 * 1024 * 1024
+    service: UserService = uploader.app.state.service
+    user_id = uuid.UUID(uploader.me()["id"])
+    source = ReadRecorder(data)
+
+    profile = service.set_avatar(user_id, source)
+
+    assert profile.avatar_url is not None and profile.avatar_url.endswith(f".{FORMATS[fmt]}")
+    assert source.reads, "the file was never read"
+    assert all(size is not None and 0 <= size <= 1024 * 1024 for size in source.reads), source.reads
+    (stored,) = uploader.files()
+    assert (uploader.upload_dir / stored).read_bytes() == data
 
 
 # -- refused requests ---------------------------------------------------------------------------------------------

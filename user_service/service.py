@@ -8,6 +8,7 @@ constraints, conditional updates, row locks), never by a read followed by a writ
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import threading
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 import jwt
 from pydantic import BaseModel, ValidationError
@@ -671,12 +672,18 @@ class UserService:
             self.storage.delete(old_key)
         return self.profile_of(user)
 
-    def set_avatar(self, user_id: uuid.UUID, data: bytes) -> Profile:
-        """Store an uploaded avatar once its bytes prove to be an accepted image; the old file is deleted."""
-        if len(data) > self.settings.avatar_max_bytes:
+    def set_avatar(self, user_id: uuid.UUID, image: bytes | BinaryIO) -> Profile:
+        """Store an uploaded avatar once its bytes prove to be an accepted image; the old file is deleted.
+
+        `image` is the bytes or a seekable binary file, which is read in chunks and never whole into memory.
+        """
+        source = io.BytesIO(image) if isinstance(image, bytes) else image
+        if source.seek(0, io.SEEK_END) > self.settings.avatar_max_bytes:
             raise FileTooLarge(f"The file is larger than {self.settings.avatar_max_bytes} bytes.")
-        extension = detect_image(data, max_pixels=self.settings.avatar_max_pixels)
-        key = self.storage.save(data, extension)
+        source.seek(0)
+        extension = detect_image(source, max_pixels=self.settings.avatar_max_pixels)
+        source.seek(0)
+        key = self.storage.save(source, extension)
         try:
             with self._transaction(write=True) as session:
                 user = session.get(User, user_id, with_for_update=True)

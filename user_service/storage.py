@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
+COPY_CHUNK_BYTES = 64 * 1024
 KEY_PATTERN = re.compile(r"[0-9a-f]{32}\.(jpg|png|webp)")
 
 
@@ -18,8 +20,8 @@ def is_valid_key(key: str) -> bool:
 
 
 class AvatarStorage(Protocol):
-    def save(self, data: bytes, extension: str) -> str:
-        """Store the bytes under a new random key and return the key."""
+    def save(self, source: BinaryIO, extension: str) -> str:
+        """Store what `source` holds from where it stands (read it in chunks) under a new random key; the key."""
 
     def delete(self, key: str) -> None:
         """Remove the file for the key; a missing file is not an error."""
@@ -34,7 +36,7 @@ class LocalAvatarStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def save(self, data: bytes, extension: str) -> str:
+    def save(self, source: BinaryIO, extension: str) -> str:
         key = f"{secrets.token_hex(16)}.{extension}"
         if not is_valid_key(key):
             raise ValueError(f"unsupported extension: {extension}")
@@ -43,7 +45,7 @@ class LocalAvatarStorage:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                shutil.copyfileobj(source, handle, COPY_CHUNK_BYTES)
             os.replace(tmp, self.root / key)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx2 as httpx
 import pytest
@@ -137,7 +137,7 @@ def test_an_unexpected_error_carries_nosniff(make_client: MakeClient, tmp_path: 
     """ASVS 5.0 3.4.4: the 500 answer to an unexpected error is a response too."""
 
     class BrokenStorage:
-        def save(self, data: bytes, extension: str) -> str:
+        def save(self, source: BinaryIO, extension: str) -> str:
             raise RuntimeError("storage is down")
 
         def delete(self, key: str) -> None:

@@ -58,9 +58,9 @@ def upload_avatar(
     principal: CurrentPrincipal,
     service: ServiceDep,
 ) -> Profile:
-    # One byte over the limit is enough to know it is too large; the rest is never read.
-    data = file.file.read(service.settings.avatar_max_bytes + 1)
-    return service.set_avatar(principal.user.id, data)
+    # The body was streamed into a temporary file (kept in memory up to 1 MiB, on disk beyond) while RequestGuard
+    # counted it against the limit; the service reads that file in chunks.
+    return service.set_avatar(principal.user.id, file.file)
 
 
 @router.post(
