@@ -250,22 +250,26 @@ class Launcher:
         port = free_port()
         name = spec.key + suffix
         log_path = self.workdir / f"{name}-{self.starts}.log"
-        if spec.kind == "user-service":
-            env = self._user_service_env(spec, self.workdir / f"uploads-{name}")
-            self._migrate(spec, env)
-            command = [str(project_bin("user-service")), "serve", "--host", "127.0.0.1", "--port", str(port)]
-            command += ["--workers", str(spec.workers)]
-            server = self.pool.start(
+
+        def launch(command: list[str], env: dict[str, str], ready_path: str) -> Server:
+            return self.pool.start(
                 name,
                 command,
                 port=port,
-                ready_path="/health",
+                ready_path=ready_path,
                 env=env,
                 cwd=self.workdir,
                 log_path=log_path,
                 cpus=cpus,
                 start_cpus=start_cpus,
             )
+
+        if spec.kind == "user-service":
+            env = self._user_service_env(spec, self.workdir / f"uploads-{name}")
+            self._migrate(spec, env)
+            command = [str(project_bin("user-service")), "serve", "--host", "127.0.0.1", "--port", str(port)]
+            command += ["--workers", str(spec.workers)]
+            server = launch(command, env, "/health")
             body = json.dumps({"namespace": NAMESPACE, "username": "storm", "password": PASSWORD})
             template = json.dumps({"namespace": NAMESPACE, "username": "%s", "password": PASSWORD})
             return Target(
@@ -290,17 +294,7 @@ class Launcher:
                 "ACCESS_TOKEN_TTL_SECONDS": str(ACCESS_TOKEN_TTL_SECONDS),
             }
             command = [str(self.peer_python), *uvicorn, "fastapi_users_app:app"]
-            server = self.pool.start(
-                name,
-                command,
-                port=port,
-                ready_path="/health",
-                env=env,
-                cwd=self.workdir,
-                log_path=log_path,
-                cpus=cpus,
-                start_cpus=start_cpus,
-            )
+            server = launch(command, env, "/health")
             form = urllib.parse.urlencode({"username": "storm@example.com", "password": PASSWORD})
             template = json.dumps({"email": "%s@example.com", "password": PASSWORD})
             return Target(
@@ -312,17 +306,7 @@ class Launcher:
             )
         env = {**base_env(), "BCRYPT_ROUNDS": str(BCRYPT_ROUNDS), "CEILING_PASSWORD": PASSWORD}
         command = [str(project_bin("python")), *uvicorn, "ceiling_app:app"]
-        server = self.pool.start(
-            name,
-            command,
-            port=port,
-            ready_path="/ping",
-            env=env,
-            cwd=self.workdir,
-            log_path=log_path,
-            cpus=cpus,
-            start_cpus=start_cpus,
-        )
+        server = launch(command, env, "/ping")
         body = json.dumps({"namespace": NAMESPACE, "username": "storm", "password": PASSWORD})
         return Target(
             spec,

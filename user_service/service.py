@@ -15,21 +15,35 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, BinaryIO, TypeVar, cast
 
 import jwt
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import CursorResult, Engine, and_, bindparam, delete, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Executable,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from user_service import security
 from user_service.config import Settings
-from user_service.db import make_engine, make_sessionmakers, make_single_read_engine
+from user_service.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, make_sessionmakers, make_single_read_engine
 from user_service.errors import (
     DatabaseUnavailable,
     EmailTaken,
@@ -97,6 +111,24 @@ _PRINCIPAL_QUERY = (
 )
 
 _PING = text("SELECT 1")
+_ACCOUNT_BY_NAME = select(*ACCOUNT_COLUMNS).where(
+    User.namespace == bindparam("namespace"), User.username == bindparam("username")
+)
+# A refresh token with its session and user, for spending it.
+_REFRESH_QUERY = (
+    select(
+        RefreshToken.id,
+        RefreshToken.used_at,
+        RefreshToken.expires_at,
+        AuthSession.id,
+        AuthSession.revoked_at,
+        AuthSession.expires_at,
+        *ACCOUNT_COLUMNS,
+    )
+    .join(AuthSession, RefreshToken.session_id == AuthSession.id)
+    .join(User, AuthSession.user_id == User.id)
+    .where(RefreshToken.token_hash == bindparam("digest"))
+)
 
 UserRecord = User | Account
 
@@ -163,10 +195,12 @@ class UserService:
         self.engine = engine if engine is not None else make_engine(settings)
         self._read, self._write = make_sessionmakers(self.engine)
         self._single_reads = make_single_read_engine(self.engine)
+        self._write_engine = self.engine.execution_options(write=True)
         # On SQLite (WAL) a single-row read is a read of a local file that waits for nothing: readers never wait
         # for writers, and the pool never makes a checkout wait. Callers on an event loop may run those reads
         # (`authenticate`, `database_ok`) in place: that costs less than handing them to a worker thread.
         self.reads_are_local = self.engine.dialect.name == "sqlite"
+        self._sqlite_writers = threading.Lock() if self.reads_are_local else None
         self.storage: AvatarStorage = storage or LocalAvatarStorage(settings.upload_dir)
         self.clock: Clock = clock or utcnow
         self._dummy_hash: str | None = None
@@ -181,8 +215,35 @@ class UserService:
     @contextmanager
     def _transaction(self, *, write: bool = False) -> Iterator[Session]:
         factory = self._write if write else self._read
-        with _database_errors(), factory() as session, session.begin():
+        with _database_errors(), self._writer_turn(write), factory() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Connection]:
+        """A write transaction for Core statements (the frequent writes: sessions and refresh tokens)."""
+        with _database_errors(), self._writer_turn(True), self._write_engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _writer_turn(self, write: bool) -> Iterator[None]:
+        """On SQLite, one writer of this process at a time. SQLite allows one writer anyway; writers of one process
+        queue on a lock here instead of polling the database's lock in its busy handler (sleeps of growing length,
+        which stretch the wait far past the write). Other processes still meet at the database's lock."""
+        if not write or self._sqlite_writers is None:
+            yield
+            return
+        if not self._sqlite_writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            log.warning("database unavailable: no turn to write within the busy timeout")
+            raise DatabaseUnavailable()
+        try:
+            yield
+        finally:
+            self._sqlite_writers.release()
+
+    def _single_read(self, statement: Executable, params: dict[str, Any]) -> Row[*tuple[Any, ...]] | None:
+        """One row of a single SELECT, outside a transaction."""
+        with _database_errors(), self._single_reads.connect() as connection:
+            return connection.execute(statement, params).first()
 
     @cached_property
     def _verification_key(self) -> jwt.PyJWK:
@@ -215,14 +276,13 @@ class UserService:
             updated_at=user.updated_at,
         )
 
-    @staticmethod
-    def _find(session: Session, namespace: str, username: str) -> User | None:
-        return session.scalar(select(User).where(User.namespace == namespace, User.username == username))
+    def _find(self, namespace: str, username: str) -> Account | None:
+        row = self._single_read(_ACCOUNT_BY_NAME, {"namespace": namespace, "username": username})
+        return Account(*row) if row is not None else None
 
-    def _find_user(self, namespace: str, username: str) -> User:
+    def _find_user(self, namespace: str, username: str) -> Account:
         key = _try_normalize(namespace, username)
-        with self._transaction() as session:
-            user = self._find(session, *key) if key else None
+        user = self._find(*key) if key else None
         if user is None:
             raise UserNotFound(f"No user {username!r} in namespace {namespace!r}.")
         return user
@@ -256,11 +316,10 @@ class UserService:
         )
         self._check_policy(data.password, username=data.username, email=data.email)
         # A cheap look first, so a taken name costs no bcrypt; the unique constraints decide races below.
-        with self._transaction() as session:
-            self._raise_if_taken(session, data.namespace, data.username, data.email)
+        self._raise_if_taken(data.namespace, data.username, data.email)
         password_hash = self._hash(data.password)
         now = self.clock()
-        user = User(
+        user = Account(
             id=uuid.uuid4(),
             namespace=data.namespace,
             username=data.username,
@@ -268,18 +327,19 @@ class UserService:
             email=data.email,
             full_name=data.full_name,
             avatar_url=data.avatar_url,
+            avatar_key=None,
             extra=data.extra or {},
             is_active=True,
             failed_login_count=0,
+            locked_until=None,
             created_at=now,
             updated_at=now,
         )
         try:
-            with self._transaction(write=True) as session:
-                session.add(user)
+            with self._write_transaction() as connection:
+                connection.execute(insert(User).values(**asdict(user)))
         except IntegrityError:
-            with self._transaction() as session:
-                self._raise_if_taken(session, data.namespace, data.username, data.email)
+            self._raise_if_taken(data.namespace, data.username, data.email)
             raise
         security_event("register", namespace=user.namespace, username=user.username, user_id=user.id, ip=ip)
         return self.profile_of(user)
@@ -287,11 +347,11 @@ class UserService:
     def _check_policy(self, password: str, *, username: str, email: str | None) -> None:
         check_password_policy(password, min_length=self.settings.password_min_length, username=username, email=email)
 
-    def _raise_if_taken(self, session: Session, namespace: str, username: str, email: str | None) -> None:
-        if self._find(session, namespace, username) is not None:
+    def _raise_if_taken(self, namespace: str, username: str, email: str | None) -> None:
+        if self._find(namespace, username) is not None:
             raise UsernameTaken()
-        if email is not None and session.scalar(
-            select(User.id).where(User.namespace == namespace, User.email == email)
+        if email is not None and self._single_read(
+            select(User.id).where(User.namespace == namespace, User.email == email), {}
         ):
             raise EmailTaken()
 
@@ -308,8 +368,7 @@ class UserService:
     ) -> TokenPair:
         """Check the password and start a session; the same InvalidCredentials for every kind of miss."""
         key = _try_normalize(namespace, username)
-        with self._transaction() as session:
-            user = self._find(session, *key) if key else None
+        user = self._find(*key) if key else None
         if user is None:
             self._equalise_timing(password)
             security_event("login_failed", namespace=key[0] if key else None, username=key[1] if key else None, ip=ip)
@@ -373,32 +432,35 @@ class UserService:
         end_other_sessions: bool = False,
     ) -> tuple[TokenPair, uuid.UUID]:
         """One transaction: reset the failure count, store a new hash if any, open a session with its first token."""
-        settings = self.settings
-        auth_session = AuthSession(
-            id=uuid.uuid4(),
-            user_id=user.id,
-            created_at=now,
-            last_used_at=now,
-            expires_at=now + timedelta(seconds=settings.session_max_lifetime_seconds),
-            user_agent=(user_agent or None) and user_agent[:512],
-            ip=(ip or None) and ip[:64],
-        )
+        session_id = uuid.uuid4()
+        session_expires = now + timedelta(seconds=self.settings.session_max_lifetime_seconds)
         refresh_token = security.new_refresh_token()
-        with self._transaction(write=True) as session:
+        with self._write_transaction() as connection:
             values: dict[str, Any] = {"failed_login_count": 0, "locked_until": None}
             if new_hash is not None:
                 values["password_hash"] = new_hash
                 values["updated_at"] = now
-            session.execute(update(User).where(User.id == user.id).values(**values))
+            connection.execute(update(User).where(User.id == user.id).values(**values))
             if end_other_sessions:
-                self._revoke_sessions(session, user.id, now)
-            session.add(auth_session)
-            session.flush()
-            session.add(self._refresh_row(auth_session, refresh_token, now))
-        return self._pair(user, auth_session.id, refresh_token, now, access_ttl), auth_session.id
+                self._revoke_sessions(connection, user.id, now)
+            connection.execute(
+                insert(AuthSession).values(
+                    id=session_id,
+                    user_id=user.id,
+                    created_at=now,
+                    last_used_at=now,
+                    expires_at=session_expires,
+                    user_agent=(user_agent or None) and user_agent[:512],
+                    ip=(ip or None) and ip[:64],
+                )
+            )
+            connection.execute(self._insert_refresh_token(session_id, session_expires, refresh_token, now))
+        return self._pair(user, session_id, refresh_token, now, access_ttl), session_id
 
     @staticmethod
-    def _revoke_sessions(session: Session, user_id: uuid.UUID, now: datetime, only: uuid.UUID | None = None) -> int:
+    def _revoke_sessions(
+        session: Session | Connection, user_id: uuid.UUID, now: datetime, only: uuid.UUID | None = None
+    ) -> int:
         """End the user's open sessions (or just one); returns how many were open."""
         condition = and_(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
         if only is not None:
@@ -406,11 +468,14 @@ class UserService:
         result = session.execute(update(AuthSession).where(condition).values(revoked_at=now))
         return cast("CursorResult[Any]", result).rowcount
 
-    def _refresh_row(self, auth_session: AuthSession, token: str, now: datetime) -> RefreshToken:
-        expires = min(now + timedelta(seconds=self.settings.refresh_token_ttl_seconds), auth_session.expires_at)
-        return RefreshToken(
+    def _insert_refresh_token(
+        self, session_id: uuid.UUID, session_expires: datetime, token: str, now: datetime
+    ) -> Executable:
+        """A session's next refresh token; it never outlives the session."""
+        expires = min(now + timedelta(seconds=self.settings.refresh_token_ttl_seconds), session_expires)
+        return insert(RefreshToken).values(
             id=uuid.uuid4(),
-            session_id=auth_session.id,
+            session_id=session_id,
             token_hash=security.refresh_token_digest(token),
             created_at=now,
             expires_at=expires,
@@ -444,45 +509,35 @@ class UserService:
         now = self.clock()
         new_token = security.new_refresh_token()
         failure: UserServiceError | None = None
-        with self._transaction(write=True) as session:
-            row = session.execute(
-                select(RefreshToken, AuthSession, User)
-                .join(AuthSession, RefreshToken.session_id == AuthSession.id)
-                .join(User, AuthSession.user_id == User.id)
-                .where(RefreshToken.token_hash == digest)
-            ).first()
+        with self._write_transaction() as connection:
+            row = connection.execute(_REFRESH_QUERY, {"digest": digest}).first()
             if row is None:
                 raise InvalidToken()
-            token_row, auth_session, user = row
-            if token_row.used_at is None:
+            token_id, used_at, token_expires, session_id, revoked_at, session_expires, *columns = row
+            user = Account(*columns)
+            if used_at is None:
                 if not user.is_active:
                     raise UserDisabled()
-                if auth_session.revoked_at is not None:
+                if revoked_at is not None:
                     raise InvalidToken()
-                if auth_session.expires_at <= now or token_row.expires_at <= now:
+                if session_expires <= now or token_expires <= now:
                     raise TokenExpired()
             # The conditional update is the race guard: of concurrent refreshes with one token, one claims it.
-            claim = session.execute(
+            claim = connection.execute(
                 update(RefreshToken)
-                .where(RefreshToken.id == token_row.id, RefreshToken.used_at.is_(None))
+                .where(RefreshToken.id == token_id, RefreshToken.used_at.is_(None))
                 .values(used_at=now)
             )
-            if cast("CursorResult[Any]", claim).rowcount != 1:
-                self._revoke_sessions(session, user.id, now, only=auth_session.id)
+            if claim.rowcount != 1:
+                self._revoke_sessions(connection, user.id, now, only=session_id)
                 failure = RefreshTokenReused()
             else:
-                auth_session.last_used_at = now
-                session.add(self._refresh_row(auth_session, new_token, now))
+                connection.execute(update(AuthSession).where(AuthSession.id == session_id).values(last_used_at=now))
+                connection.execute(self._insert_refresh_token(session_id, session_expires, new_token, now))
         if failure is not None:
-            security_event(
-                "refresh_reuse",
-                namespace=user.namespace,
-                user_id=user.id,
-                session_id=auth_session.id,
-                ip=ip,
-            )
+            security_event("refresh_reuse", namespace=user.namespace, user_id=user.id, session_id=session_id, ip=ip)
             raise failure
-        return self._pair(user, auth_session.id, new_token, now)
+        return self._pair(user, session_id, new_token, now)
 
     def authenticate(self, access_token: str) -> Principal:
         """The active user an access token names, read on every call, and its session, which must be open."""
@@ -495,9 +550,7 @@ class UserService:
             audience=self.settings.jwt_audience,
             now=now,
         )
-        params = {"user_id": claims.user_id, "session_id": claims.session_id}
-        with _database_errors(), self._single_reads.connect() as connection:
-            row = connection.execute(_PRINCIPAL_QUERY, params).first()
+        row = self._single_read(_PRINCIPAL_QUERY, {"user_id": claims.user_id, "session_id": claims.session_id})
         if row is None:
             raise InvalidToken()
         *columns, revoked_at, expires_at = row
@@ -725,8 +778,7 @@ class UserService:
 
     def database_ok(self) -> bool:
         try:
-            with _database_errors(), self._single_reads.connect() as connection:
-                connection.execute(_PING)
+            self._single_read(_PING, {})
         except DatabaseUnavailable:
             return False
         return True
