@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from user_service import security
 from user_service.config import Settings
-from user_service.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, make_sessionmakers, make_single_read_engine
+from user_service.db import SQLITE_BUSY_TIMEOUT_MS, Base, make_engine, make_sessionmakers, make_single_read_engine
 from user_service.errors import (
     DatabaseUnavailable,
     EmailTaken,
@@ -111,6 +111,23 @@ _PRINCIPAL_QUERY = (
 )
 
 _PING = text("SELECT 1")
+# The frequent writes, built once on the tables (not the ORM classes): each call only binds its values.
+_USERS, _SESSIONS, _REFRESH_TOKENS = (
+    Base.metadata.tables[name] for name in ("users", "auth_sessions", "refresh_tokens")
+)
+_UPDATE_USER = update(_USERS).where(_USERS.c.id == bindparam("user_key"))  # SET from the parameters given
+_INSERT_USER = insert(_USERS)
+_INSERT_SESSION = insert(_SESSIONS)
+_INSERT_REFRESH_TOKEN = insert(_REFRESH_TOKENS)
+_TOUCH_SESSION = (
+    update(_SESSIONS).where(_SESSIONS.c.id == bindparam("session_key")).values(last_used_at=bindparam("now"))
+)
+# The race guard of a refresh: of concurrent refreshes with one token, only one claims it.
+_CLAIM_REFRESH_TOKEN = (
+    update(_REFRESH_TOKENS)
+    .where(_REFRESH_TOKENS.c.id == bindparam("token_key"), _REFRESH_TOKENS.c.used_at.is_(None))
+    .values(used_at=bindparam("now"))
+)
 _ACCOUNT_BY_NAME = select(*ACCOUNT_COLUMNS).where(
     User.namespace == bindparam("namespace"), User.username == bindparam("username")
 )
@@ -337,7 +354,7 @@ class UserService:
         )
         try:
             with self._write_transaction() as connection:
-                connection.execute(insert(User).values(**asdict(user)))
+                connection.execute(_INSERT_USER, asdict(user))
         except IntegrityError:
             self._raise_if_taken(data.namespace, data.username, data.email)
             raise
@@ -440,21 +457,24 @@ class UserService:
             if new_hash is not None:
                 values["password_hash"] = new_hash
                 values["updated_at"] = now
-            connection.execute(update(User).where(User.id == user.id).values(**values))
+            connection.execute(_UPDATE_USER, {"user_key": user.id, **values})
             if end_other_sessions:
                 self._revoke_sessions(connection, user.id, now)
             connection.execute(
-                insert(AuthSession).values(
-                    id=session_id,
-                    user_id=user.id,
-                    created_at=now,
-                    last_used_at=now,
-                    expires_at=session_expires,
-                    user_agent=(user_agent or None) and user_agent[:512],
-                    ip=(ip or None) and ip[:64],
-                )
+                _INSERT_SESSION,
+                {
+                    "id": session_id,
+                    "user_id": user.id,
+                    "created_at": now,
+                    "last_used_at": now,
+                    "expires_at": session_expires,
+                    "user_agent": (user_agent or None) and user_agent[:512],
+                    "ip": (ip or None) and ip[:64],
+                },
             )
-            connection.execute(self._insert_refresh_token(session_id, session_expires, refresh_token, now))
+            connection.execute(
+                _INSERT_REFRESH_TOKEN, self._refresh_token_row(session_id, session_expires, refresh_token, now)
+            )
         return self._pair(user, session_id, refresh_token, now, access_ttl), session_id
 
     @staticmethod
@@ -468,18 +488,18 @@ class UserService:
         result = session.execute(update(AuthSession).where(condition).values(revoked_at=now))
         return cast("CursorResult[Any]", result).rowcount
 
-    def _insert_refresh_token(
+    def _refresh_token_row(
         self, session_id: uuid.UUID, session_expires: datetime, token: str, now: datetime
-    ) -> Executable:
-        """A session's next refresh token; it never outlives the session."""
-        expires = min(now + timedelta(seconds=self.settings.refresh_token_ttl_seconds), session_expires)
-        return insert(RefreshToken).values(
-            id=uuid.uuid4(),
-            session_id=session_id,
-            token_hash=security.refresh_token_digest(token),
-            created_at=now,
-            expires_at=expires,
-        )
+    ) -> dict[str, Any]:
+        """A session's next refresh token, as stored; it never outlives the session."""
+        return {
+            "id": uuid.uuid4(),
+            "session_id": session_id,
+            "token_hash": security.refresh_token_digest(token),
+            "created_at": now,
+            "used_at": None,
+            "expires_at": min(now + timedelta(seconds=self.settings.refresh_token_ttl_seconds), session_expires),
+        }
 
     def _access_token(self, user: UserRecord, session_id: uuid.UUID, now: datetime, ttl: int | None) -> AccessToken:
         ttl = ttl or self.settings.access_token_ttl_seconds
@@ -522,18 +542,15 @@ class UserService:
                     raise InvalidToken()
                 if session_expires <= now or token_expires <= now:
                     raise TokenExpired()
-            # The conditional update is the race guard: of concurrent refreshes with one token, one claims it.
-            claim = connection.execute(
-                update(RefreshToken)
-                .where(RefreshToken.id == token_id, RefreshToken.used_at.is_(None))
-                .values(used_at=now)
-            )
+            claim = connection.execute(_CLAIM_REFRESH_TOKEN, {"token_key": token_id, "now": now})
             if claim.rowcount != 1:
                 self._revoke_sessions(connection, user.id, now, only=session_id)
                 failure = RefreshTokenReused()
             else:
-                connection.execute(update(AuthSession).where(AuthSession.id == session_id).values(last_used_at=now))
-                connection.execute(self._insert_refresh_token(session_id, session_expires, new_token, now))
+                connection.execute(_TOUCH_SESSION, {"session_key": session_id, "now": now})
+                connection.execute(
+                    _INSERT_REFRESH_TOKEN, self._refresh_token_row(session_id, session_expires, new_token, now)
+                )
         if failure is not None:
             security_event("refresh_reuse", namespace=user.namespace, user_id=user.id, session_id=session_id, ip=ip)
             raise failure
