@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ import bcrypt
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import TEST_SECRET, Api, TemplateDatabase, bearer
+from tests.conftest import TEST_SECRET, Api, MakeApi, TemplateDatabase, bearer
+from tests.security.test_throttling import REDIS_URL
 from user_service import security
 from user_service.config import Settings
 from user_service.cpu import usable_cores
@@ -109,6 +111,25 @@ def test_health_checks_the_database_off_the_event_loop_on_postgresql_and_in_plac
     assert api.client.get("/health").status_code == 200
 
     assert calls == [database.kind == "sqlite"]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_rate_limit_counts_go_to_a_worker_thread_only_when_they_live_in_redis(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    # Counted, never refused here: every TestClient request comes from one address, and Redis keeps its counts.
+    overrides: dict[str, Any] = {"rate_limit_enabled": True, "rate_limit": "100000/minute"}
+    if store == "redis":
+        overrides["redis_url"] = REDIS_URL
+    api = make_api(**overrides)
+    limiter = api.client.app.state.rate_limiter  # type: ignore[attr-defined]
+    calls: list[bool] = []
+    monkeypatch.setattr(limiter, "hit", record_where(calls, limiter.hit))
+
+    assert api.register(username=f"rl-{uuid.uuid4().hex[:8]}").status_code == 201
+    assert api.login(password="not the password").status_code == 401
+
+    assert calls == [store == "memory"] * 2
 
 
 def test_an_authenticated_read_leaves_no_read_transaction_open(api: Api, service: UserService) -> None:

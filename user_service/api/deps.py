@@ -1,9 +1,13 @@
-"""Dependencies as Annotated aliases, so routes read like sentences."""
+"""Dependencies as Annotated aliases, so routes read like sentences.
+
+They are `async def` unless they block: FastAPI runs a plain `def` dependency in a worker thread, and each hop to
+one costs more than these dependencies' own work.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar, TypeVarTuple
 
 from fastapi import Depends, Request
@@ -54,7 +58,7 @@ class BearerPrincipal(HTTPBearer):
 CurrentPrincipal = Annotated[Principal, Depends(BearerPrincipal(auto_error=False, **BEARER))]
 
 
-def client_address(request: Request, service: ServiceDep) -> str | None:
+async def client_address(request: Request, service: ServiceDep) -> str | None:
     """The client's address: the peer, or, when the peer is a trusted proxy, the nearest untrusted address in
     X-Forwarded-For (read right to left, since a client can write anything on the left)."""
     peer = request.client.host if request.client else None
@@ -89,18 +93,22 @@ def _is_in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6N
 ClientAddress = Annotated[str | None, Depends(client_address)]
 
 
-def user_agent(request: Request) -> str | None:
+async def user_agent(request: Request) -> str | None:
     return request.headers.get("user-agent")
 
 
 UserAgent = Annotated[str | None, Depends(user_agent)]
 
 
-def rate_limited(endpoint: str) -> Callable[[Request, str | None], None]:
-    """A dependency counting this request against the client address's limit for `endpoint`."""
+def rate_limited(endpoint: str) -> Callable[[Request, str | None], Awaitable[None]]:
+    """A dependency counting this request against the client address's limit for `endpoint` (in a worker thread
+    when the counts live in Redis)."""
 
-    def check(request: Request, address: ClientAddress) -> None:
+    async def check(request: Request, address: ClientAddress) -> None:
         limiter: AddressRateLimiter = request.app.state.rate_limiter
-        limiter.hit(endpoint, address)
+        if limiter.blocks:
+            await run_in_threadpool(limiter.hit, endpoint, address)
+        else:
+            limiter.hit(endpoint, address)
 
     return check

@@ -24,6 +24,8 @@ class AddressRateLimiter:
         self.item: RateLimitItem = parse(settings.rate_limit)
         self.storage = storage.storage_from_string(settings.redis_url or "memory://")
         self.strategy = strategies.SlidingWindowCounterRateLimiter(self.storage)
+        # Counting in this process's memory (or not at all) waits for nothing; counting in Redis is a round trip.
+        self.blocks = self.enabled and settings.redis_url is not None
 
     def hit(self, endpoint: str, address: str | None) -> None:
         """Count one request; RateLimited (429 with Retry-After) once the address is over the limit."""
