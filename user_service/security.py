@@ -5,7 +5,6 @@ These functions are blocking (bcrypt is slow on purpose); callers keep them off 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 import threading
@@ -94,14 +93,8 @@ def encode_access_token(
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
-def verification_key(secret: str, algorithm: str) -> jwt.PyJWK:
-    """The secret, prepared once for verifying: given a string, PyJWT inspects it anew on every decode."""
-    encoded = base64.urlsafe_b64encode(secret.encode("utf-8")).rstrip(b"=").decode("ascii")
-    return jwt.PyJWK({"kty": "oct", "k": encoded, "alg": algorithm})
-
-
 def decode_access_token(
-    token: str, *, key: str | jwt.PyJWK, algorithm: str, issuer: str, audience: str, now: datetime
+    token: str, *, key: str, algorithm: str, issuer: str, audience: str, now: datetime
 ) -> AccessClaims:
     """Verify signature, algorithm, issuer, audience, type and expiry (against `now`, the injected clock)."""
     try:

@@ -17,10 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from typing import Any, BinaryIO, TypeVar, cast
 
-import jwt
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import (
     Connection,
@@ -261,10 +259,6 @@ class UserService:
         """One row of a single SELECT, outside a transaction."""
         with _database_errors(), self._single_reads.connect() as connection:
             return connection.execute(statement, params).first()
-
-    @cached_property
-    def _verification_key(self) -> jwt.PyJWK:
-        return security.verification_key(self.settings.signing_key(), self.settings.jwt_algorithm)
 
     def _hash(self, password: str) -> str:
         return security.hash_password(password, self.settings.bcrypt_rounds)
@@ -561,7 +555,7 @@ class UserService:
         now = self.clock()
         claims = security.decode_access_token(
             access_token,
-            key=self._verification_key,
+            key=self.settings.signing_key(),
             algorithm=self.settings.jwt_algorithm,
             issuer=self.settings.jwt_issuer,
             audience=self.settings.jwt_audience,
