@@ -2,14 +2,15 @@
 
 Password hashing always runs in a worker thread (see test_login), at most one per core at once. The one database
 read of an authenticated request (and of /health) goes to a worker thread on PostgreSQL, where it is a network
-round trip; on SQLite it runs in place: a read of a local WAL database waits for nothing and costs less than the
-hop to a thread.
+round trip; on SQLite it runs in place, on a connection the event loop keeps: a read of a local WAL database waits
+for nothing and costs less than the hop to a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -19,11 +20,14 @@ from typing import Any
 
 import bcrypt
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import TEST_SECRET, Api, MakeApi, TemplateDatabase, bearer
 from tests.security.test_throttling import REDIS_URL
 from user_service import security
+from user_service.api.app import create_app
 from user_service.config import Settings
 from user_service.cpu import usable_cores
 from user_service.db import make_engine
@@ -132,7 +136,9 @@ def test_rate_limit_counts_go_to_a_worker_thread_only_when_they_live_in_redis(
     assert calls == [store == "memory"] * 2
 
 
-def test_an_authenticated_read_leaves_no_read_transaction_open(api: Api, service: UserService) -> None:
+def test_an_authenticated_read_leaves_no_read_transaction_open(
+    api: Api, service: UserService, database: TemplateDatabase
+) -> None:
     """Single reads run outside a transaction; none is left open on a pooled connection (on SQLite an open read
     would keep the WAL from being checkpointed; on PostgreSQL it would hold a snapshot)."""
     token = api.tokens()["access_token"]
@@ -141,6 +147,8 @@ def test_an_authenticated_read_leaves_no_read_transaction_open(api: Api, service
         assert api.client.get("/health").status_code == 200
 
     pool = service.engine.pool
+    # What stays checked out is at most the connection the event loop keeps for its reads on SQLite.
+    assert pool.checkedout() == len(service._thread_readers) <= (1 if database.kind == "sqlite" else 0)
     with service.engine.connect() as connection:
         if service.engine.dialect.name == "sqlite":
             busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
@@ -153,7 +161,36 @@ def test_an_authenticated_read_leaves_no_read_transaction_open(api: Api, service
                 )
             ).scalar_one()
             assert open_transactions == 0
-    assert pool.checkedout() == 0
+
+
+def test_on_sqlite_the_event_loop_keeps_one_connection_for_its_reads_and_replaces_it_after_an_error(
+    settings: Settings, database: TemplateDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(settings)
+    service: UserService = app.state.service
+    with TestClient(app) as client:
+        api = Api(client)
+        token = api.tokens()["access_token"]
+        for _ in range(3):
+            assert api.me(token).status_code == 200
+        if database.kind != "sqlite":
+            assert service._thread_readers == {}
+        else:
+            (kept,) = service._thread_readers.values()
+            assert service.engine.pool.checkedout() == 1
+
+            def broken(*args: Any, **kwargs: Any) -> Any:
+                raise OperationalError("SELECT", {}, sqlite3.OperationalError("disk I/O error"))
+
+            monkeypatch.setattr(kept, "execute", broken)
+            failed = api.me(token)
+            assert (failed.status_code, failed.json()["code"]) == (503, "database_unavailable")
+            assert api.me(token).status_code == 200
+            (replacement,) = service._thread_readers.values()
+            assert replacement is not kept and kept.closed
+    # Shutting the app down returns every connection.
+    assert service._thread_readers == {}
+    assert service.engine.pool.checkedout() == 0
 
 
 def test_on_sqlite_a_burst_of_threads_never_waits_for_a_pooled_connection(tmp_path: Path) -> None:

@@ -216,6 +216,9 @@ class UserService:
         # (`authenticate`, `database_ok`) in place: that costs less than handing them to a worker thread.
         self.reads_are_local = self.engine.dialect.name == "sqlite"
         self._sqlite_writers = threading.Lock() if self.reads_are_local else None
+        # Threads (event loops) that keep a connection of their own for single reads, and those connections.
+        self._reader_threads: set[int] = set()
+        self._thread_readers: dict[int, Connection] = {}
         self.storage: AvatarStorage = storage or LocalAvatarStorage(settings.upload_dir)
         self.clock: Clock = clock or utcnow
         self._dummy_hash: str | None = None
@@ -223,7 +226,18 @@ class UserService:
 
     def close(self) -> None:
         """Release the database connections."""
+        self._reader_threads.clear()
+        while self._thread_readers:
+            _, connection = self._thread_readers.popitem()
+            connection.close()
         self.engine.dispose()
+
+    def keep_reader_for_this_thread(self) -> None:
+        """On SQLite, let the calling thread keep one connection for its single-row reads until `close()`, instead
+        of taking one from the pool for each. Meant for an event loop's thread, which runs those reads in place one
+        at a time; other threads use the pool."""
+        if self.reads_are_local:
+            self._reader_threads.add(threading.get_ident())
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
@@ -257,8 +271,21 @@ class UserService:
 
     def _single_read(self, statement: Executable, params: dict[str, Any]) -> Row[*tuple[Any, ...]] | None:
         """One row of a single SELECT, outside a transaction."""
-        with _database_errors(), self._single_reads.connect() as connection:
-            return connection.execute(statement, params).first()
+        thread = threading.get_ident()
+        if thread not in self._reader_threads:
+            with _database_errors(), self._single_reads.connect() as connection:
+                return connection.execute(statement, params).first()
+        with _database_errors():
+            kept = self._thread_readers.get(thread)
+            connection = kept if kept is not None else self._single_reads.connect()
+            self._thread_readers[thread] = connection
+            try:
+                return connection.execute(statement, params).first()
+            except BaseException:
+                # Whatever went wrong, the next read starts on a fresh connection.
+                del self._thread_readers[thread]
+                connection.close()
+                raise
 
     def _hash(self, password: str) -> str:
         return security.hash_password(password, self.settings.bcrypt_rounds)
@@ -568,6 +595,7 @@ class UserService:
         user = Account(*columns)
         if user.namespace != claims.namespace:
             raise InvalidToken()
+        # A disabled account says so (403), although disabling it also ended its sessions.
         if not user.is_active:
             raise UserDisabled()
         if revoked_at is not None or expires_at <= now:

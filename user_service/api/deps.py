@@ -55,7 +55,8 @@ class BearerPrincipal(HTTPBearer):
         return await run_single_read(service, service.authenticate, credentials.credentials)
 
 
-CurrentPrincipal = Annotated[Principal, Depends(BearerPrincipal(auto_error=False, **BEARER))]
+current_principal = BearerPrincipal(auto_error=False, **BEARER)
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 async def client_address(request: Request, service: ServiceDep) -> str | None:

@@ -5,10 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, status
 from pydantic_core import to_json
 
-from user_service.api.deps import ClientAddress, CurrentPrincipal, ServiceDep, UserAgent, rate_limited
+from user_service.api.deps import (
+    BEARER,
+    ClientAddress,
+    CurrentPrincipal,
+    ServiceDep,
+    UserAgent,
+    current_principal,
+    rate_limited,
+)
 from user_service.api.errors import responses
 from user_service.api.routes.auth import no_store
 from user_service.errors import (
@@ -27,15 +35,25 @@ from user_service.errors import (
     UserDisabled,
 )
 from user_service.schemas import PasswordChangeRequest, Profile, ProfilePatch, SessionInfo, TokenPair
+from user_service.service import UserService
 
 router = APIRouter(prefix="/users", tags=["users"])
 _AUTH_ERRORS = (NotAuthenticated, InvalidToken, TokenExpired, UserDisabled, DatabaseUnavailable)
 
 
-@router.get("/me", summary="The caller's profile", response_model=Profile, responses=responses(*_AUTH_ERRORS))
-async def read_me(principal: CurrentPrincipal, service: ServiceDep) -> Response:
-    # Serialized straight from the model the service built: FastAPI would otherwise validate it a second time,
-    # which is a fifth of the cost of this, the most frequent request.
+@router.get(
+    "/me",
+    summary="The caller's profile",
+    response_model=Profile,
+    responses=responses(*_AUTH_ERRORS),
+    openapi_extra={"security": [{BEARER["scheme_name"]: []}]},
+)
+async def read_me(request: Request) -> Response:
+    # The most frequent request of all does without FastAPI's dependency solving and response validation, which
+    # cost about a quarter of it: the same token check is called directly (OpenAPI still shows the bearer scheme),
+    # and the profile the service built is serialized once.
+    principal = await current_principal(request)
+    service: UserService = request.app.state.service
     return Response(to_json(service.profile_of(principal.user)), media_type="application/json")
 
 
