@@ -129,7 +129,7 @@ _CLAIM_REFRESH_TOKEN = (
 _ACCOUNT_BY_NAME = select(*ACCOUNT_COLUMNS).where(
     User.namespace == bindparam("namespace"), User.username == bindparam("username")
 )
-# A refresh token with its session and user, for spending it.
+# A refresh token with its session and the few fields of its user that a refresh needs, for spending it.
 _REFRESH_QUERY = (
     select(
         RefreshToken.id,
@@ -138,7 +138,10 @@ _REFRESH_QUERY = (
         AuthSession.id,
         AuthSession.revoked_at,
         AuthSession.expires_at,
-        *ACCOUNT_COLUMNS,
+        User.is_active,
+        User.id,
+        User.namespace,
+        User.username,
     )
     .join(AuthSession, RefreshToken.session_id == AuthSession.id)
     .join(User, AuthSession.user_id == User.id)
@@ -146,6 +149,15 @@ _REFRESH_QUERY = (
 )
 
 UserRecord = User | Account
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSubject:
+    """Whom an access token names."""
+
+    id: uuid.UUID
+    namespace: str
+    username: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,7 +534,9 @@ class UserService:
             "expires_at": min(now + timedelta(seconds=self.settings.refresh_token_ttl_seconds), session_expires),
         }
 
-    def _access_token(self, user: UserRecord, session_id: uuid.UUID, now: datetime, ttl: int | None) -> AccessToken:
+    def _access_token(
+        self, user: TokenSubject | UserRecord, session_id: uuid.UUID, now: datetime, ttl: int | None
+    ) -> AccessToken:
         ttl = ttl or self.settings.access_token_ttl_seconds
         token = security.encode_access_token(
             key=self.settings.signing_key(),
@@ -539,7 +553,12 @@ class UserService:
         return AccessToken(access_token=token, expires_in=ttl)
 
     def _pair(
-        self, user: UserRecord, session_id: uuid.UUID, refresh_token: str, now: datetime, access_ttl: int | None = None
+        self,
+        user: TokenSubject | UserRecord,
+        session_id: uuid.UUID,
+        refresh_token: str,
+        now: datetime,
+        access_ttl: int | None = None,
     ) -> TokenPair:
         access = self._access_token(user, session_id, now, access_ttl)
         return TokenPair(access_token=access.access_token, refresh_token=refresh_token, expires_in=access.expires_in)
@@ -554,10 +573,10 @@ class UserService:
             row = connection.execute(_REFRESH_QUERY, {"digest": digest}).first()
             if row is None:
                 raise InvalidToken()
-            token_id, used_at, token_expires, session_id, revoked_at, session_expires, *columns = row
-            user = Account(*columns)
+            token_id, used_at, token_expires, session_id, revoked_at, session_expires, is_active, *subject = row
+            user = TokenSubject(*subject)
             if used_at is None:
-                if not user.is_active:
+                if not is_active:
                     raise UserDisabled()
                 if revoked_at is not None:
                     raise InvalidToken()

@@ -18,7 +18,7 @@ from user_service.api.deps import (
     rate_limited,
 )
 from user_service.api.errors import responses
-from user_service.api.routes.auth import no_store
+from user_service.api.routes.auth import token_response
 from user_service.errors import (
     DatabaseUnavailable,
     EmailTaken,
@@ -84,17 +84,17 @@ def upload_avatar(
 @router.post(
     "/me/password",
     summary="Change the password; every other session ends and a fresh token pair is returned",
+    response_model=TokenPair,
     dependencies=[Depends(rate_limited("password"))],
     responses=responses(*_AUTH_ERRORS, InvalidCredentials, TooManyAttempts, RateLimited, InvalidInput, validation=True),
 )
 def change_password(
     body: PasswordChangeRequest,
-    response: Response,
     principal: CurrentPrincipal,
     service: ServiceDep,
     address: ClientAddress,
     agent: UserAgent,
-) -> TokenPair:
+) -> Response:
     pair = service.change_password(
         principal,
         current_password=body.current_password,
@@ -102,8 +102,7 @@ def change_password(
         user_agent=agent,
         ip=address,
     )
-    no_store(response)
-    return pair
+    return token_response(pair)
 
 
 @router.get("/me/sessions", summary="The caller's open sessions", responses=responses(*_AUTH_ERRORS))
