@@ -59,10 +59,11 @@ current_principal = BearerPrincipal(auto_error=False, **BEARER)
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-async def client_address(request: Request, service: ServiceDep) -> str | None:
+async def client_address(request: Request) -> str | None:
     """The client's address: the peer, or, when the peer is a trusted proxy, the nearest untrusted address in
     X-Forwarded-For (read right to left, since a client can write anything on the left)."""
     peer = request.client.host if request.client else None
+    service: UserService = request.app.state.service
     trusted = service.settings.trusted_proxy_networks
     if peer is None or not trusted or not _is_in(peer, trusted):
         return peer
@@ -101,15 +102,18 @@ async def user_agent(request: Request) -> str | None:
 UserAgent = Annotated[str | None, Depends(user_agent)]
 
 
-def rate_limited(endpoint: str) -> Callable[[Request, str | None], Awaitable[None]]:
+def rate_limited(endpoint: str) -> Callable[[Request], Awaitable[str | None]]:
     """A dependency counting this request against the client address's limit for `endpoint` (in a worker thread
-    when the counts live in Redis)."""
+    when the counts live in Redis); it gives the client address it counted, so that a route needs no second
+    dependency for it."""
 
-    async def check(request: Request, address: ClientAddress) -> None:
+    async def check(request: Request) -> str | None:
+        address = await client_address(request)
         limiter: AddressRateLimiter = request.app.state.rate_limiter
         if limiter.blocks:
             await run_in_threadpool(limiter.hit, endpoint, address)
         else:
             limiter.hit(endpoint, address)
+        return address
 
     return check

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Response, status
 from pydantic_core import to_json
 
@@ -25,6 +27,11 @@ from user_service.schemas import LoginRequest, LogoutRequest, Profile, RefreshRe
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
+# The client address, counted against the per-address limit of the endpoint that takes it.
+RegisterAddress = Annotated[str | None, Depends(rate_limited("register"))]
+LoginAddress = Annotated[str | None, Depends(rate_limited("login"))]
+RefreshAddress = Annotated[str | None, Depends(rate_limited("refresh"))]
+
 
 # Token responses must never be cached (RFC 6749 5.1).
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -40,10 +47,9 @@ def token_response(pair: TokenPair) -> Response:
     "/register",
     status_code=status.HTTP_201_CREATED,
     summary="Create an account",
-    dependencies=[Depends(rate_limited("register"))],
     responses=responses(UsernameTaken, EmailTaken, InvalidInput, RateLimited, DatabaseUnavailable, validation=True),
 )
-def register(body: RegisterRequest, service: ServiceDep, address: ClientAddress) -> Profile:
+def register(body: RegisterRequest, service: ServiceDep, address: RegisterAddress) -> Profile:
     return service.register(**body.model_dump(), ip=address)
 
 
@@ -51,12 +57,11 @@ def register(body: RegisterRequest, service: ServiceDep, address: ClientAddress)
     "/login",
     summary="Exchange a password for a token pair",
     response_model=TokenPair,
-    dependencies=[Depends(rate_limited("login"))],
     responses=responses(
         InvalidCredentials, UserDisabled, TooManyAttempts, RateLimited, DatabaseUnavailable, validation=True
     ),
 )
-def login(body: LoginRequest, service: ServiceDep, address: ClientAddress, agent: UserAgent) -> Response:
+def login(body: LoginRequest, service: ServiceDep, address: LoginAddress, agent: UserAgent) -> Response:
     pair = service.login(
         namespace=body.namespace, username=body.username, password=body.password, user_agent=agent, ip=address
     )
@@ -67,12 +72,11 @@ def login(body: LoginRequest, service: ServiceDep, address: ClientAddress, agent
     "/refresh",
     summary="Spend a refresh token for a new token pair",
     response_model=TokenPair,
-    dependencies=[Depends(rate_limited("refresh"))],
     responses=responses(
         InvalidToken, TokenExpired, RefreshTokenReused, UserDisabled, RateLimited, DatabaseUnavailable, validation=True
     ),
 )
-def refresh(body: RefreshRequest, service: ServiceDep, address: ClientAddress) -> Response:
+def refresh(body: RefreshRequest, service: ServiceDep, address: RefreshAddress) -> Response:
     return token_response(service.refresh(body.refresh_token, ip=address))
 
 

@@ -85,14 +85,13 @@ def upload_avatar(
     "/me/password",
     summary="Change the password; every other session ends and a fresh token pair is returned",
     response_model=TokenPair,
-    dependencies=[Depends(rate_limited("password"))],
     responses=responses(*_AUTH_ERRORS, InvalidCredentials, TooManyAttempts, RateLimited, InvalidInput, validation=True),
 )
 def change_password(
     body: PasswordChangeRequest,
     principal: CurrentPrincipal,
     service: ServiceDep,
-    address: ClientAddress,
+    address: Annotated[str | None, Depends(rate_limited("password"))],
     agent: UserAgent,
 ) -> Response:
     pair = service.change_password(
