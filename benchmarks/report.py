@@ -103,11 +103,15 @@ def targets(summary: dict[str, dict[str, dict[str, Any]]], ratio: dict[str, Any]
         )
         add(f"GET /users/me / fastapi-users ({where})", r("me", system, "vs_peer"), ">= 3", lambda v: v >= 3)
         add(f"GET /users/me / bare FastAPI ({where})", r("me", system, "vs_ceiling"), ">= 0.25", lambda v: v >= 0.25)
+        # "At most about 0.26 ms of server CPU per request" was stated where the bare endpoint costs 0.07 ms: as a
+        # figure that carries across machines, at most 3.7 times the bare endpoint's CPU per request.
         add(
-            f"GET /users/me server CPU ms per request ({where})",
-            _get(summary, "me", system, "cpu_ms_per_request"),
-            "<= 0.26",
-            lambda v: v <= 0.26,
+            f"GET /users/me server CPU per request / bare FastAPI's ({where})",
+            _ratio(
+                _get(summary, "me", system, "cpu_ms_per_request"), _get(summary, "me", "ceiling", "cpu_ms_per_request")
+            ),
+            "<= 3.7 (0.26 ms vs 0.07)",
+            lambda v: v <= 0.26 / 0.07,
         )
         add(
             f"refresh / own GET /users/me ({where})",
