@@ -148,8 +148,6 @@ _REFRESH_QUERY = (
     .where(RefreshToken.token_hash == bindparam("digest"))
 )
 
-UserRecord = User | Account
-
 
 @dataclass(frozen=True, slots=True)
 class TokenSubject:
@@ -228,9 +226,9 @@ class UserService:
         # (`authenticate`, `database_ok`) in place: that costs less than handing them to a worker thread.
         self.reads_are_local = self.engine.dialect.name == "sqlite"
         self._sqlite_writers = threading.Lock() if self.reads_are_local else None
-        # Threads (event loops) that keep a connection of their own for single reads, and those connections.
-        self._reader_threads: set[int] = set()
-        self._thread_readers: dict[int, Connection] = {}
+        # Threads (event loops) that keep a connection of their own for single reads: thread id -> the connection,
+        # or None until the thread's next read opens one.
+        self._thread_readers: dict[int, Connection | None] = {}
         self.storage: AvatarStorage = storage or LocalAvatarStorage(settings.upload_dir)
         self.clock: Clock = clock or utcnow
         self._dummy_hash: str | None = None
@@ -238,10 +236,10 @@ class UserService:
 
     def close(self) -> None:
         """Release the database connections."""
-        self._reader_threads.clear()
         while self._thread_readers:
             _, connection = self._thread_readers.popitem()
-            connection.close()
+            if connection is not None:
+                connection.close()
         self.engine.dispose()
 
     def keep_reader_for_this_thread(self) -> None:
@@ -249,7 +247,7 @@ class UserService:
         of taking one from the pool for each. Meant for an event loop's thread, which runs those reads in place one
         at a time; other threads use the pool."""
         if self.reads_are_local:
-            self._reader_threads.add(threading.get_ident())
+            self._thread_readers.setdefault(threading.get_ident(), None)
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
@@ -284,19 +282,19 @@ class UserService:
     def _single_read(self, statement: Executable, params: dict[str, Any]) -> Row[*tuple[Any, ...]] | None:
         """One row of a single SELECT, outside a transaction."""
         thread = threading.get_ident()
-        if thread not in self._reader_threads:
+        if thread not in self._thread_readers:
             with _database_errors(), self._single_reads.connect() as connection:
                 return connection.execute(statement, params).first()
         with _database_errors():
-            kept = self._thread_readers.get(thread)
-            connection = kept if kept is not None else self._single_reads.connect()
-            self._thread_readers[thread] = connection
+            kept = self._thread_readers[thread]
+            if kept is None:
+                kept = self._thread_readers[thread] = self._single_reads.connect()
             try:
-                return connection.execute(statement, params).first()
+                return kept.execute(statement, params).first()
             except BaseException:
                 # Whatever went wrong, the next read starts on a fresh connection.
-                del self._thread_readers[thread]
-                connection.close()
+                self._thread_readers[thread] = None
+                kept.close()
                 raise
 
     def _hash(self, password: str) -> str:
@@ -309,7 +307,7 @@ class UserService:
                 self._dummy_hash = self._hash(_DUMMY_PASSWORD)
         security.check_password(password, self._dummy_hash)
 
-    def profile_of(self, user: UserRecord) -> Profile:
+    def profile_of(self, user: User | Account) -> Profile:
         """The public view of a user: never the hash or the lockout state."""
         avatar_url = user.avatar_url
         if user.avatar_key:
@@ -436,7 +434,7 @@ class UserService:
         )
         return pair
 
-    def _check_password_or_count(self, user: UserRecord, password: str, now: datetime, *, ip: str | None) -> None:
+    def _check_password_or_count(self, user: Account, password: str, now: datetime, *, ip: str | None) -> None:
         """Refuse a locked account outright; count a wrong password toward the lock."""
         if user.locked_until is not None and user.locked_until > now:
             security_event(
@@ -447,7 +445,7 @@ class UserService:
             self._record_failure(user, now, ip=ip)
             raise InvalidCredentials()
 
-    def _record_failure(self, user: UserRecord, now: datetime, *, ip: str | None) -> None:
+    def _record_failure(self, user: Account, now: datetime, *, ip: str | None) -> None:
         """Count a failed password atomically; lock the account once the count reaches the limit."""
         settings = self.settings
         with self._transaction(write=True) as session:
@@ -472,7 +470,7 @@ class UserService:
 
     def _start_session(
         self,
-        user: UserRecord,
+        user: Account,
         *,
         now: datetime,
         user_agent: str | None = None,
@@ -535,7 +533,7 @@ class UserService:
         }
 
     def _access_token(
-        self, user: TokenSubject | UserRecord, session_id: uuid.UUID, now: datetime, ttl: int | None
+        self, user: TokenSubject | Account, session_id: uuid.UUID, now: datetime, ttl: int | None
     ) -> AccessToken:
         ttl = ttl or self.settings.access_token_ttl_seconds
         token = security.encode_access_token(
@@ -554,7 +552,7 @@ class UserService:
 
     def _pair(
         self,
-        user: TokenSubject | UserRecord,
+        user: TokenSubject | Account,
         session_id: uuid.UUID,
         refresh_token: str,
         now: datetime,
