@@ -32,7 +32,9 @@ from user_service.api.app import create_app
 from user_service.cli import app as cli_app
 from user_service.config import Settings
 from user_service.db import make_engine
+from user_service.schemas import RegisterRequest
 from user_service.service import UserService
+from user_service.validation import parse_input
 
 TEST_SECRET = "tests-only-signing-key-0123456789-abcdefghij"
 PASSWORD = "correct horse battery"
@@ -293,3 +295,8 @@ def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
         "RATE_LIMIT_ENABLED": "false",
     }
     return Cli(CliRunner(), env)
+
+
+def registration(**fields: Any) -> RegisterRequest:
+    """A registration as every door builds it: the fields validated by the shared rules."""
+    return parse_input(RegisterRequest, fields)

@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.conftest import PASSWORD, FakeClock, bearer, image_bytes
+from tests.conftest import PASSWORD, FakeClock, bearer, image_bytes, registration
 from user_service.api.app import create_app
 from user_service.api.middleware import MULTIPART_SLACK
 from user_service.config import Settings
@@ -119,7 +119,7 @@ def make_uploader(make_settings: Callable[..., Settings], clock: FakeClock) -> I
             app = create_app(settings, clock=clock)
             client = stack.enter_context(TestClient(app))
             service: UserService = app.state.service
-            service.register(namespace="app-x", username="alice", password=PASSWORD)
+            service.register(registration(namespace="app-x", username="alice", password=PASSWORD))
             token = service.issue_tokens(namespace="app-x", username="alice").access_token
             return Uploader(app, client, bearer(token), settings.upload_dir)
 

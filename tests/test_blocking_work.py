@@ -148,7 +148,7 @@ def test_an_authenticated_read_leaves_no_read_transaction_open(
 
     pool = service.engine.pool
     # What stays checked out is at most the connection the event loop keeps for its reads on SQLite.
-    kept = [connection for connection in service._thread_readers.values() if connection is not None]
+    kept = [connection for connection in service.db.thread_readers.values() if connection is not None]
     assert pool.checkedout() == len(kept) <= (1 if database.kind == "sqlite" else 0)
     with service.engine.connect() as connection:
         if service.engine.dialect.name == "sqlite":
@@ -175,9 +175,9 @@ def test_on_sqlite_the_event_loop_keeps_one_connection_for_its_reads_and_replace
         for _ in range(3):
             assert api.me(token).status_code == 200
         if database.kind != "sqlite":
-            assert service._thread_readers == {}
+            assert service.db.thread_readers == {}
         else:
-            (kept,) = service._thread_readers.values()
+            (kept,) = service.db.thread_readers.values()
             assert service.engine.pool.checkedout() == 1
 
             def broken(*args: Any, **kwargs: Any) -> Any:
@@ -187,10 +187,10 @@ def test_on_sqlite_the_event_loop_keeps_one_connection_for_its_reads_and_replace
             failed = api.me(token)
             assert (failed.status_code, failed.json()["code"]) == (503, "database_unavailable")
             assert api.me(token).status_code == 200
-            (replacement,) = service._thread_readers.values()
+            (replacement,) = service.db.thread_readers.values()
             assert replacement is not kept and kept.closed
     # Shutting the app down returns every connection.
-    assert service._thread_readers == {}
+    assert service.db.thread_readers == {}
     assert service.engine.pool.checkedout() == 0
 
 

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PASSWORD, POSTGRES_ADMIN_URL, TEST_SECRET, FakeClock, TemplateDatabase, bearer
+from tests.conftest import PASSWORD, POSTGRES_ADMIN_URL, TEST_SECRET, FakeClock, TemplateDatabase, bearer, registration
 from user_service import migrations
 from user_service.api.app import create_app
 from user_service.config import Settings
@@ -115,7 +115,7 @@ class Shared:
         """A user of its own for each test, so no probe depends on what an earlier one did (lockouts, spent
         tokens, taken names)."""
         username = f"u-{uuid.uuid4().hex[:12]}"
-        self.service.register(namespace="app-x", username=username, password=PASSWORD)
+        self.service.register(registration(namespace="app-x", username=username, password=PASSWORD))
         return username
 
 
@@ -170,7 +170,7 @@ def endpoint(request: pytest.FixtureRequest, shared: Shared) -> Endpoint:
         valid = {"namespace": "app-x", "username": username, "password": PASSWORD}
         return Endpoint(client, "POST", "/auth/login", {}, valid, 200)
     if name == "refresh":
-        pair = service.issue_tokens(namespace="app-x", username=username, with_refresh=True)
+        pair = service.issue_tokens(namespace="app-x", username=username)
         assert isinstance(pair, TokenPair)
         return Endpoint(client, "POST", "/auth/refresh", {}, {"refresh_token": pair.refresh_token}, 200)
     token = service.issue_tokens(namespace="app-x", username=username).access_token

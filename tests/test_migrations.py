@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
+from tests.conftest import registration
 from user_service import (
     migrations,
     models,  # noqa: F401  (registers the tables on Base.metadata)
@@ -59,7 +60,7 @@ def test_upgrade_downgrade_upgrade_round_trip(engine: Engine) -> None:
 def test_migrate_at_head_is_a_no_op_that_keeps_the_data(engine: Engine, make_settings: Callable[..., Settings]) -> None:
     service = UserService(make_settings())
     try:
-        created = service.register(namespace="app-x", username="alice", password="correct horse battery")
+        created = service.register(registration(namespace="app-x", username="alice", password="correct horse battery"))
         head = migrations.head_revision()
 
         assert migrations.migrate_to(engine, "head") == (head, head)

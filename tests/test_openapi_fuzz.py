@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from tests.conftest import PASSWORD, FakeClock, bearer, image_bytes
+from tests.conftest import PASSWORD, FakeClock, bearer, image_bytes, registration
 from user_service.api.app import create_app
 from user_service.config import Settings
 from user_service.service import UserService
@@ -67,7 +67,7 @@ CASES = [
 def api_schema(app: FastAPI) -> Iterator[OpenApiSchema]:
     """The schema the test app serves, with that app as the transport; the fuzzing account exists."""
     service: UserService = app.state.service
-    service.register(namespace=NAMESPACE, username=USERNAME, password=PASSWORD)
+    service.register(registration(namespace=NAMESPACE, username=USERNAME, password=PASSWORD))
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     # Schemathesis keeps the lifespan of every app it called running until told otherwise.
     shutdown_lifespans()

@@ -18,7 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from tests.conftest import PASSWORD, Api, FakeClock, bearer
+from tests.conftest import PASSWORD, Api, FakeClock, bearer, registration
 from user_service.errors import InvalidInput
 from user_service.models import User
 from user_service.service import UserService, merge_extra
@@ -45,7 +45,7 @@ def sign_up(
     service: UserService, *, namespace: str = "app-x", username: str = "alice", **fields: Any
 ) -> dict[str, str]:
     """Create an account through the core (quicker than HTTP) and return its Authorization headers."""
-    service.register(namespace=namespace, username=username, password=PASSWORD, **fields)
+    service.register(registration(namespace=namespace, username=username, password=PASSWORD, **fields))
     return bearer(service.issue_tokens(namespace=namespace, username=username).access_token)
 
 

@@ -12,7 +12,7 @@ import bcrypt
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, PROFILE_KEYS, START, Api
+from tests.conftest import PASSWORD, PROFILE_KEYS, START, Api, registration
 from user_service.errors import EmailTaken, InvalidInput, UsernameTaken
 from user_service.service import UserService
 from user_service.validation import AVATAR_URL_MAX, FULL_NAME_MAX
@@ -502,7 +502,7 @@ def test_concurrent_registrations_of_one_username(service: UserService) -> None:
     successes, errors = _race(
         RACERS,
         lambda index: service.register(
-            namespace="app-x", username="Alice" if index % 2 else "alice", password=f"{PASSWORD} {index}"
+            registration(namespace="app-x", username="Alice" if index % 2 else "alice", password=f"{PASSWORD} {index}")
         ),
     )
 
@@ -517,7 +517,7 @@ def test_concurrent_registrations_of_one_email(service: UserService) -> None:
     successes, errors = _race(
         RACERS,
         lambda index: service.register(
-            namespace="app-x", username=f"user{index}", password=PASSWORD, email="Shared@Example.com"
+            registration(namespace="app-x", username=f"user{index}", password=PASSWORD, email="Shared@Example.com")
         ),
     )
 
@@ -530,12 +530,12 @@ def test_concurrent_registrations_of_one_email(service: UserService) -> None:
 @pytest.mark.usefixtures("client")
 def test_registration_through_the_service_applies_the_same_rules(service: UserService) -> None:
     with pytest.raises(InvalidInput) as too_long:
-        service.register(namespace="app-x", username="alice", password="é" * 36 + "a")
+        service.register(registration(namespace="app-x", username="alice", password="é" * 36 + "a"))
     assert too_long.value.code == "password_too_long"
     assert "72 bytes" in too_long.value.message
 
     with pytest.raises(InvalidInput) as bad_name:
-        service.register(namespace="app-x", username=f"{KELVIN_SIGN}ate", password=PASSWORD)
+        service.register(registration(namespace="app-x", username=f"{KELVIN_SIGN}ate", password=PASSWORD))
     assert "username" in bad_name.value.message
 
     assert user_rows(service) == []

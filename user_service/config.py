@@ -10,10 +10,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from user_service.errors import ConfigurationError
+from user_service.validation import describe_errors
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SECRET_MIN_LENGTH = 32
 _KEY_BYTES_FOR = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -87,6 +91,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Parsed forms of the list settings above, computed once at load.
+    _trusted_proxy_networks: tuple[Network, ...] = PrivateAttr(default=())
+    _cors_origin_list: tuple[str, ...] = PrivateAttr(default=())
+
     @field_validator("rate_limit")
     @classmethod
     def _rate_limit_parses(cls, value: str) -> str:
@@ -122,12 +130,14 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies))
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        """TRUSTED_PROXIES, parsed once when the settings were loaded."""
+        return self._trusted_proxy_networks
 
     @property
     def cors_origin_list(self) -> list[str]:
-        return [item.rstrip("/") for item in _split(self.cors_origins)]
+        """CORS_ORIGINS, parsed once when the settings were loaded."""
+        return list(self._cors_origin_list)
 
     @field_validator("jwt_secret_key")
     @classmethod
@@ -156,6 +166,10 @@ class Settings(BaseSettings):
         needed = _KEY_BYTES_FOR[self.jwt_algorithm]
         if self.jwt_secret_key is not None and len(self.jwt_secret_key.get_secret_value().encode()) < needed:
             raise ValueError(f"JWT_SECRET_KEY must be at least {needed} bytes for {self.jwt_algorithm}")
+        self._trusted_proxy_networks = tuple(
+            ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies)
+        )
+        self._cors_origin_list = tuple(item.rstrip("/") for item in _split(self.cors_origins))
         return self
 
     def signing_key(self) -> str:
@@ -167,8 +181,6 @@ class Settings(BaseSettings):
 
 def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:
     """Read settings from the environment and an env file, turning validation errors into one message."""
-    from pydantic import ValidationError
-
     if env_file is not None and not env_file.is_file():
         raise ConfigurationError(f"env file not found: {env_file}")
     values: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
@@ -180,14 +192,10 @@ def load_settings(env_file: Path | None = None, **overrides: object) -> Settings
         raise ConfigurationError(describe_settings_error(exc)) from None
 
 
-def describe_settings_error(exc: object) -> str:
-    """One line per invalid setting, naming the environment variable and never echoing its value."""
-    from pydantic import ValidationError
+def _setting_name(error: ErrorDetails) -> str:
+    return str(error["loc"][0]).upper() if error["loc"] else "settings"
 
-    assert isinstance(exc, ValidationError)
-    lines = []
-    for error in exc.errors(include_input=False, include_url=False):
-        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(message if message.startswith(name) else f"{name}: {message}")
-    return "; ".join(lines)
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """The invalid settings in one line, naming each environment variable and never echoing its value."""
+    return describe_errors(exc.errors(include_input=False, include_url=False), where=_setting_name)

@@ -1,4 +1,4 @@
-"""The declarative base, a UTC datetime column type, and the engine and session factories."""
+"""The declarative base, a UTC datetime column type, and the engine factories."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
 
@@ -149,10 +149,3 @@ def make_single_read_engine(engine: Engine) -> Engine:
     if engine.dialect.name == "sqlite":
         return engine.execution_options(**{SINGLE_STATEMENT: True})
     return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
-def make_sessionmakers(engine: Engine) -> tuple[sessionmaker[Session], sessionmaker[Session]]:
-    """Session factories for reads and for writes (writes take SQLite's write lock when they begin)."""
-    reader = sessionmaker(engine, expire_on_commit=False)
-    writer = sessionmaker(engine.execution_options(write=True), expire_on_commit=False)
-    return reader, writer

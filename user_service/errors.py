@@ -1,8 +1,11 @@
-"""Domain errors. Each carries a stable `code` (public API: clients branch on it) and an HTTP status hint.
+"""Domain errors and the one catalogue of error codes.
+
+Every error the service answers with carries a `code` from `ErrorCode`: the codes are public API (clients branch on
+them), and README.md's error table lists exactly this catalogue (a test compares the two).
 
     UserServiceError
-    ├── ConfigurationError          configuration_error       (not an HTTP error: refuses to start)
-    ├── InvalidInput                invalid_input / password_* 422
+    ├── ConfigurationError          configuration_error       (refuses to start; the CLI's one-line error)
+    ├── InvalidInput                invalid_input, password_*, too_many_extra_keys   422
     ├── UsernameTaken               username_taken            409
     ├── EmailTaken                  email_taken               409
     ├── InvalidCredentials          invalid_credentials       401
@@ -14,25 +17,69 @@
     ├── UserNotFound                user_not_found            404
     ├── SessionNotFound             session_not_found         404
     ├── TooManyAttempts             too_many_attempts         429 (retry_after seconds)
-    ├── RateLimited                 rate_limited              429 (retry_after seconds)
+    │   └── RateLimited             rate_limited              429 (retry_after seconds)
     ├── FileTooLarge                file_too_large            413
     ├── UnsupportedMediaType        unsupported_media_type    415
     └── DatabaseUnavailable         database_unavailable      503
 
-The HTTP layer maps `status` to the response; the CLI prints `message` and exits 1.
+The HTTP layer maps `status` to the response (and gives the HTTP-only codes of the catalogue: bad_request,
+not_found, ...); the CLI prints `message` and exits 1.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Every `code` an error body or a CLI error can carry."""
+
+    # Input
+    BAD_REQUEST = "bad_request"
+    INVALID_INPUT = "invalid_input"
+    PASSWORD_TOO_SHORT = "password_too_short"
+    PASSWORD_TOO_LONG = "password_too_long"
+    PASSWORD_TOO_COMMON = "password_too_common"
+    PASSWORD_CONTAINS_USERNAME = "password_contains_username"
+    PASSWORD_CONTAINS_EMAIL = "password_contains_email"
+    PASSWORD_INVALID = "password_invalid"
+    TOO_MANY_EXTRA_KEYS = "too_many_extra_keys"
+    REQUEST_TOO_LARGE = "request_too_large"
+    FILE_TOO_LARGE = "file_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    # Conflicts
+    USERNAME_TAKEN = "username_taken"
+    EMAIL_TAKEN = "email_taken"
+    # Authentication
+    INVALID_CREDENTIALS = "invalid_credentials"
+    NOT_AUTHENTICATED = "not_authenticated"
+    INVALID_TOKEN = "invalid_token"
+    TOKEN_EXPIRED = "token_expired"
+    REFRESH_TOKEN_REUSED = "refresh_token_reused"
+    USER_DISABLED = "user_disabled"
+    # Not found, wrong method
+    NOT_FOUND = "not_found"
+    USER_NOT_FOUND = "user_not_found"
+    SESSION_NOT_FOUND = "session_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    # Throttling
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    RATE_LIMITED = "rate_limited"
+    # The service itself
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    CONFIGURATION_ERROR = "configuration_error"
+    INTERNAL_ERROR = "internal_error"
+    HTTP_ERROR = "http_error"
 
 
 class UserServiceError(Exception):
     """Base of every error the service raises on purpose."""
 
-    code: str = "error"
+    code: ErrorCode = ErrorCode.INVALID_INPUT
     status: int = 400
     message: str = "The request could not be completed."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, code: ErrorCode | None = None) -> None:
         self.message = message or type(self).message
         if code is not None:
             self.code = code
@@ -40,73 +87,73 @@ class UserServiceError(Exception):
 
 
 class ConfigurationError(UserServiceError):
-    code = "configuration_error"
+    code = ErrorCode.CONFIGURATION_ERROR
     status = 500
     message = "The service is not configured correctly."
 
 
 class InvalidInput(UserServiceError):
-    code = "invalid_input"
+    code = ErrorCode.INVALID_INPUT
     status = 422
     message = "The input is not valid."
 
 
 class UsernameTaken(UserServiceError):
-    code = "username_taken"
+    code = ErrorCode.USERNAME_TAKEN
     status = 409
     message = "This username is already taken in this namespace."
 
 
 class EmailTaken(UserServiceError):
-    code = "email_taken"
+    code = ErrorCode.EMAIL_TAKEN
     status = 409
     message = "This email address is already used in this namespace."
 
 
 class InvalidCredentials(UserServiceError):
-    code = "invalid_credentials"
+    code = ErrorCode.INVALID_CREDENTIALS
     status = 401
     message = "Invalid namespace, username or password."
 
 
 class NotAuthenticated(UserServiceError):
-    code = "not_authenticated"
+    code = ErrorCode.NOT_AUTHENTICATED
     status = 401
     message = "Authentication required: send an access token as `Authorization: Bearer <token>`."
 
 
 class InvalidToken(UserServiceError):
-    code = "invalid_token"
+    code = ErrorCode.INVALID_TOKEN
     status = 401
     message = "The token is invalid."
 
 
 class TokenExpired(UserServiceError):
-    code = "token_expired"
+    code = ErrorCode.TOKEN_EXPIRED
     status = 401
     message = "The token has expired."
 
 
 class RefreshTokenReused(UserServiceError):
-    code = "refresh_token_reused"
+    code = ErrorCode.REFRESH_TOKEN_REUSED
     status = 401
     message = "This refresh token was already used; the session has been revoked. Log in again."
 
 
 class UserDisabled(UserServiceError):
-    code = "user_disabled"
+    code = ErrorCode.USER_DISABLED
     status = 403
     message = "This account is disabled."
 
 
 class UserNotFound(UserServiceError):
-    code = "user_not_found"
+    code = ErrorCode.USER_NOT_FOUND
     status = 404
     message = "No such user."
 
 
 class SessionNotFound(UserServiceError):
-    code = "session_not_found"
+    code = ErrorCode.SESSION_NOT_FOUND
     status = 404
     message = "No such session."
 
@@ -114,7 +161,7 @@ class SessionNotFound(UserServiceError):
 class TooManyAttempts(UserServiceError):
     """The account is locked after repeated failed logins."""
 
-    code = "too_many_attempts"
+    code = ErrorCode.TOO_MANY_ATTEMPTS
     status = 429
     message = "Too many failed attempts; try again later."
 
@@ -126,23 +173,23 @@ class TooManyAttempts(UserServiceError):
 class RateLimited(TooManyAttempts):
     """This client address sent too many requests to one endpoint."""
 
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
     message = "Too many requests from this address; try again later."
 
 
 class FileTooLarge(UserServiceError):
-    code = "file_too_large"
+    code = ErrorCode.FILE_TOO_LARGE
     status = 413
     message = "The file is too large."
 
 
 class UnsupportedMediaType(UserServiceError):
-    code = "unsupported_media_type"
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
     status = 415
     message = "The file is not a JPEG, PNG or WebP image."
 
 
 class DatabaseUnavailable(UserServiceError):
-    code = "database_unavailable"
+    code = ErrorCode.DATABASE_UNAVAILABLE
     status = 503
     message = "The database is unavailable; try again shortly."

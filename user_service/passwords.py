@@ -10,7 +10,7 @@ import gzip
 from functools import cache
 from pathlib import Path
 
-from user_service.errors import InvalidInput
+from user_service.errors import ErrorCode, InvalidInput
 from user_service.validation import PASSWORD_MAX_BYTES
 
 COMMON_PASSWORDS_FILE = Path(__file__).resolve().parent / "data" / "common-passwords.txt.gz"
@@ -29,27 +29,31 @@ def check_password_policy(
 ) -> None:
     """Raise InvalidInput, with a code naming the rule, when the password breaks the policy."""
     if not isinstance(password, str):
-        raise InvalidInput("password must be a string", code="invalid_input")
+        raise InvalidInput("password must be a string", code=ErrorCode.INVALID_INPUT)
     if "\x00" in password:
-        raise InvalidInput("password must not contain NUL characters", code="password_invalid")
+        raise InvalidInput("password must not contain NUL characters", code=ErrorCode.PASSWORD_INVALID)
     try:
         size = len(password.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidInput("password must be valid Unicode text", code="password_invalid") from None
+        raise InvalidInput("password must be valid Unicode text", code=ErrorCode.PASSWORD_INVALID) from None
     if len(password) < min_length:
-        raise InvalidInput(f"password must be at least {min_length} characters", code="password_too_short")
+        raise InvalidInput(f"password must be at least {min_length} characters", code=ErrorCode.PASSWORD_TOO_SHORT)
     if size > PASSWORD_MAX_BYTES:
         # bcrypt reads only 72 bytes; silently ignoring the rest would let a longer password match a shorter one.
         raise InvalidInput(
             f"password must be at most {PASSWORD_MAX_BYTES} bytes of UTF-8 (this one is {size})",
-            code="password_too_long",
+            code=ErrorCode.PASSWORD_TOO_LONG,
         )
     lowered = password.lower()
     if lowered in common_passwords():
         raise InvalidInput(
-            "password is too common: it is on a list of passwords attackers try first", code="password_too_common"
+            "password is too common: it is on a list of passwords attackers try first",
+            code=ErrorCode.PASSWORD_TOO_COMMON,
         )
-    names = [("username", username), ("email address", email.partition("@")[0] if email else None)]
-    for label, name in names:
+    names = [
+        ("username", username, ErrorCode.PASSWORD_CONTAINS_USERNAME),
+        ("email address", email.partition("@")[0] if email else None, ErrorCode.PASSWORD_CONTAINS_EMAIL),
+    ]
+    for label, name, code in names:
         if name and len(name) >= MIN_NAME_TO_CHECK and name.lower() in lowered:
-            raise InvalidInput(f"password must not contain the {label}", code="password_contains_username")
+            raise InvalidInput(f"password must not contain the {label}", code=code)

@@ -1,17 +1,26 @@
-"""Field rules shared by the HTTP schemas and the core, so that every door applies the same ones.
+"""Field rules shared by the HTTP schemas and the core, so that every door applies the same ones, and the one way
+validation errors become the project's error.
 
-Each rule is a plain function raising ValueError with a sentence a user can act on, wrapped in an Annotated type
-that also documents the rule in the OpenAPI schema.
+Each rule is a plain function raising ValueError with a sentence a user can act on (or, for a rule with a code of its
+own, a PydanticCustomError whose type is that code), wrapped in an Annotated type that also documents the rule in the
+OpenAPI schema. `parse_input` turns a model's validation errors into `InvalidInput`, and `describe_errors` words
+them, for the HTTP door, the CLI and the settings alike.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BeforeValidator, Field, StrictStr, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictStr, ValidationError, WithJsonSchema
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from user_service.errors import ErrorCode, InvalidInput
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 NAMESPACE_MAX = 63
 USERNAME_MAX = 64
@@ -103,10 +112,64 @@ def check_extra_value(value: str) -> str:
     return clean_text(value)
 
 
-def check_extra_size(value: dict[str, Any]) -> dict[str, Any]:
-    if len(value) > EXTRA_MAX_KEYS:
-        raise ValueError(f"extra may hold at most {EXTRA_MAX_KEYS} keys")
+def check_extra_size(value: dict[str, Any], limit: int = EXTRA_MAX_KEYS) -> dict[str, Any]:
+    """The `extra` key limit, with its own code through every door (registration, merge patch, CLI)."""
+    if len(value) > limit:
+        raise PydanticCustomError(
+            ErrorCode.TOO_MANY_EXTRA_KEYS.value, "extra may hold at most {limit} keys", {"limit": limit}
+        )
     return value
+
+
+def check_extra_patch_size(value: dict[str, Any]) -> dict[str, Any]:
+    # Twice the key limit lets one patch remove every key and set as many new ones; the merged result is checked
+    # against the limit itself.
+    return check_extra_size(value, 2 * EXTRA_MAX_KEYS)
+
+
+# -- validation errors, worded once --------------------------------------------------------------------------------
+
+MAX_PROBLEMS = 10
+_CODES = frozenset(ErrorCode)
+
+
+def error_message(error: ErrorDetails) -> str:
+    """One problem as a sentence: pydantic's message without the prefix it adds to a rule's ValueError."""
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def error_code(errors: Sequence[ErrorDetails]) -> ErrorCode:
+    """The code of the first problem raised by a rule that has one of its own, else `invalid_input`."""
+    for error in errors:
+        if error["type"] in _CODES:
+            return ErrorCode(error["type"])
+    return ErrorCode.INVALID_INPUT
+
+
+def _dotted(error: ErrorDetails) -> str:
+    return ".".join(str(part) for part in error["loc"])
+
+
+def describe_errors(
+    errors: Sequence[ErrorDetails], *, where: Callable[[ErrorDetails], str] = _dotted, limit: int = MAX_PROBLEMS
+) -> str:
+    """The problems as one line (`field: problem; ...`), at most `limit` of them and a count of the rest."""
+    parts = []
+    for error in errors[:limit]:
+        place, message = where(error), error_message(error)
+        parts.append(f"{place}: {message}" if place and not message.startswith(place) else message)
+    if len(errors) > limit:
+        parts.append(f"and {len(errors) - limit} more problems")
+    return "; ".join(parts)
+
+
+def parse_input(model: type[ModelT], data: Any) -> ModelT:
+    """Validate input with the model every door uses; its errors become one InvalidInput with the rule's code."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise InvalidInput(describe_errors(errors), code=error_code(errors)) from None
 
 
 def _string(**schema: Any) -> WithJsonSchema:
@@ -157,12 +220,18 @@ ExtraValue = Annotated[StrictStr, AfterValidator(check_extra_value), Field(max_l
 Extra = Annotated[
     dict[ExtraKey, ExtraValue],
     AfterValidator(check_extra_size),
-    Field(max_length=EXTRA_MAX_KEYS, description="String-to-string map, at most 50 keys."),
+    Field(
+        description=f"String-to-string map, at most {EXTRA_MAX_KEYS} keys.",
+        json_schema_extra={"maxProperties": EXTRA_MAX_KEYS},
+    ),
 ]
-# A merge patch of `extra`: a key set to null is removed. Twice the key limit lets one patch remove every key
-# and set as many new ones; the merged result is checked against the limit again.
+# A merge patch of `extra`: a key set to null is removed.
 ExtraPatch = Annotated[
     dict[ExtraKey, ExtraValue | None],
-    Field(max_length=2 * EXTRA_MAX_KEYS, description="Keys set to null are removed; others are set."),
+    AfterValidator(check_extra_patch_size),
+    Field(
+        description="Keys set to null are removed; others are set.",
+        json_schema_extra={"maxProperties": 2 * EXTRA_MAX_KEYS},
+    ),
 ]
 Password = Annotated[StrictStr, Field(description="At least 8 characters and at most 72 bytes of UTF-8.")]

@@ -20,7 +20,17 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, WRONG, Api, FakeClock, MakeApi, assert_invalid_credentials, bearer, user_row
+from tests.conftest import (
+    PASSWORD,
+    WRONG,
+    Api,
+    FakeClock,
+    MakeApi,
+    assert_invalid_credentials,
+    bearer,
+    registration,
+    user_row,
+)
 from user_service.api import ratelimit
 from user_service.api.app import create_app
 from user_service.config import Settings
@@ -200,7 +210,7 @@ def test_wrong_current_password_at_password_change_counts_toward_the_lock(make_a
 @pytest.mark.usefixtures("client")
 def test_concurrent_failures_are_all_counted(service: UserService) -> None:
     """ASVS 5.0 6.3.1: failures arriving at once are each counted, atomically, in the database."""
-    service.register(namespace="app-x", username="alice", password=PASSWORD)
+    service.register(registration(namespace="app-x", username="alice", password=PASSWORD))
     barrier = threading.Barrier(RACERS, timeout=RACE_TIMEOUT_SECONDS)
 
     def fail(_index: int) -> None:
@@ -293,7 +303,7 @@ def service_of(app: FastAPI) -> UserService:
 
 def with_alice(app: FastAPI) -> FastAPI:
     """Create the account through the core, so that setting up costs no request against any limit."""
-    service_of(app).register(namespace="app-x", username="alice", password=PASSWORD)
+    service_of(app).register(registration(namespace="app-x", username="alice", password=PASSWORD))
     return app
 
 

@@ -12,27 +12,28 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from user_service.errors import TooManyAttempts, UserServiceError
+from user_service.errors import ErrorCode, TooManyAttempts, UserServiceError
 from user_service.schemas import ErrorBody, UnprocessableBody
+from user_service.validation import error_code, error_message
 
 log = logging.getLogger("user_service.api")
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_TOKEN_ERRORS = {"invalid_token", "token_expired"}
+_TOKEN_ERRORS = {ErrorCode.INVALID_TOKEN, ErrorCode.TOKEN_EXPIRED}
 _HTTP_CODES = {
-    400: "bad_request",
-    401: "not_authenticated",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "request_too_large",
-    415: "unsupported_media_type",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.NOT_AUTHENTICATED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.REQUEST_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
 
 
 class RequestTooLarge(StarletteHTTPException):
     """Raised while reading a body that outgrew its limit; FastAPI lets HTTPException through its body parser."""
 
-    def __init__(self, code: str, limit: int) -> None:
+    def __init__(self, code: ErrorCode, limit: int) -> None:
         super().__init__(413, f"The request body is larger than the limit of {limit} bytes.")
         self.code = code
 
@@ -65,15 +66,13 @@ def _clean_loc(loc: Any) -> list[str | int]:
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     # The stock handler echoes the input back, which fails on bytes that are not UTF-8 and on NaN.
     assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
     issues = [
-        {
-            "loc": _clean_loc(error.get("loc", ())),
-            "msg": str(error.get("msg", "invalid")).removeprefix("Value error, "),
-            "type": str(error.get("type", "value_error")),
-        }
-        for error in exc.errors()
+        {"loc": _clean_loc(error.get("loc", ())), "msg": error_message(error), "type": str(error.get("type", ""))}
+        for error in errors
     ]
-    return JSONResponse({"detail": issues}, status_code=422)
+    # The code of the rule that refused the input, as the core and the CLI give it for the same rule.
+    return JSONResponse({"detail": issues, "code": error_code(errors)}, status_code=422)
 
 
 def _allowed_methods(request: Request) -> str:
@@ -88,7 +87,7 @@ def _allowed_methods(request: Request) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, "http_error")
+    code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
     detail = exc.detail if isinstance(exc.detail, str) else "The request could not be completed."
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
@@ -99,7 +98,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc)
     # Rendered by Starlette's outermost error middleware, outside RequestGuard: set its header here.
-    return error_response(500, "Internal server error.", "internal_error", {"X-Content-Type-Options": "nosniff"})
+    return error_response(
+        500, "Internal server error.", ErrorCode.INTERNAL_ERROR, {"X-Content-Type-Options": "nosniff"}
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

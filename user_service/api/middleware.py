@@ -6,6 +6,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from user_service.api.errors import RequestTooLarge, error_response
+from user_service.errors import ErrorCode
 
 AVATAR_PATH_SUFFIX = "/users/me/avatar"
 # Room for the multipart boundaries and part headers around the avatar's bytes.
@@ -25,9 +26,9 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         if scope["path"].endswith(AVATAR_PATH_SUFFIX):
-            limit, code = self.avatar_limit, "file_too_large"
+            limit, code = self.avatar_limit, ErrorCode.FILE_TOO_LARGE
         else:
-            limit, code = self.max_body_bytes, "request_too_large"
+            limit, code = self.max_body_bytes, ErrorCode.REQUEST_TOO_LARGE
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -1,11 +1,11 @@
-"""Console output, the options every command shares, and the one way errors leave the CLI."""
+"""Console output, the one way errors leave the CLI, and opening the service for an operator command."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,18 +15,10 @@ from user_service.errors import UserServiceError
 
 if TYPE_CHECKING:
     from user_service.config import Settings
+    from user_service.service import UserService
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EnvFileOption = Annotated[
-    Path | None,
-    typer.Option("--env-file", help="Read settings from this file instead of ./.env.", dir_okay=False),
-]
-DatabaseUrlOption = Annotated[
-    str | None,
-    typer.Option("--database-url", help="Use this database instead of DATABASE_URL.", show_default=False),
-]
 
 
 def exit_with_error(message: str) -> NoReturn:
@@ -53,3 +45,23 @@ def settings_from(env_file: Path | None, database_url: str | None) -> Settings:
 
     with cli_errors():
         return load_settings(env_file, database_url=database_url)
+
+
+@contextmanager
+def operator_service(
+    env_file: Path | None, database_url: str | None, *, needs_secret: bool = False
+) -> Iterator[UserService]:
+    """The core for one operator command, closed when the command ends. Like `serve`, it works only on a migrated
+    database, and says so before the command asks anything (a password prompt comes after this check). The core's
+    errors inside the block end the command with one line on stderr and exit code 1."""
+    from user_service import migrations
+    from user_service.service import UserService
+
+    settings = settings_from(env_file, database_url)
+    if needs_secret:
+        with cli_errors():
+            settings.signing_key()
+    with cli_errors(), UserService(settings) as service:
+        if not migrations.is_at_head(service.engine):
+            exit_with_error("the database schema is not up to date; run `user-service migrate` first")
+        yield service

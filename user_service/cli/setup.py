@@ -10,14 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from user_service.cli._output import (
-    DatabaseUrlOption,
-    EnvFileOption,
-    cli_errors,
-    console,
-    exit_with_error,
-    settings_from,
-)
+from user_service.cli._options import DatabaseUrlOption, EnvFileOption
+from user_service.cli._output import cli_errors, console, exit_with_error, settings_from
 
 if TYPE_CHECKING:
     from user_service.config import Settings

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from user_service.cli._output import DatabaseUrlOption, EnvFileOption, cli_errors, console, settings_from
-from user_service.cli.users import JsonOption, NamespaceArg, UsernameArg, open_service
+from user_service.cli._options import DatabaseUrlOption, EnvFileOption, JsonOption, NamespaceArg, UsernameArg
+from user_service.cli._output import console, operator_service
 
 
 def register(app: typer.Typer) -> None:
@@ -27,23 +27,14 @@ def issue_token(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Print an access token (and with --refresh a refresh token) for an existing active user."""
-    from user_service.schemas import TokenPair
-
-    settings = settings_from(env_file, database_url)
-    with cli_errors():
-        settings.signing_key()
-    service = open_service(settings)
-    try:
-        with cli_errors():
-            tokens = service.issue_tokens(namespace=namespace, username=username, ttl_seconds=ttl, with_refresh=refresh)
-    finally:
-        service.close()
+    with operator_service(env_file, database_url, needs_secret=True) as service:
+        tokens = service.issue_tokens(namespace=namespace, username=username, ttl_seconds=ttl)
     body = {"access_token": tokens.access_token, "token_type": "bearer", "expires_in": tokens.expires_in}
-    if isinstance(tokens, TokenPair):
+    if refresh:
         body["refresh_token"] = tokens.refresh_token
     if as_json:
         console.print_json(json.dumps(body))
-    elif isinstance(tokens, TokenPair):
+    elif refresh:
         console.print(f"access_token: {tokens.access_token}\nrefresh_token: {tokens.refresh_token}")
     else:
         console.print(tokens.access_token)

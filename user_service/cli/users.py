@@ -1,29 +1,24 @@
-"""Managing accounts from scripts: create, disable, enable, delete. Same core, same rules as the HTTP API."""
+"""Managing accounts from scripts: create, disable, enable, delete, set a password, prune sessions. Same core, same
+rules as the HTTP API."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
-from user_service.cli._output import (
+from user_service.cli._options import (
     DatabaseUrlOption,
     EnvFileOption,
-    cli_errors,
-    console,
-    exit_with_error,
-    settings_from,
+    JsonOption,
+    NamespaceArg,
+    PasswordStdinOption,
+    UsernameArg,
 )
-
-if TYPE_CHECKING:
-    from user_service.config import Settings
-    from user_service.service import UserService
-
-NamespaceArg = Annotated[str, typer.Argument(help="The namespace (tenant).", show_default=False)]
-UsernameArg = Annotated[str, typer.Argument(help="The username.", show_default=False)]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+from user_service.cli._output import console, exit_with_error, operator_service
 
 
 def register(app: typer.Typer) -> None:
@@ -33,20 +28,6 @@ def register(app: typer.Typer) -> None:
     app.command("delete-user")(delete_user)
     app.command("set-password")(set_password)
     app.command("prune-sessions")(prune_sessions)
-
-
-def open_service(settings: Settings) -> UserService:
-    """The core for one CLI command; like `serve`, it works only on a migrated database."""
-    from user_service import migrations
-    from user_service.service import UserService
-
-    service = UserService(settings)
-    with cli_errors():
-        at_head = migrations.is_at_head(service.engine)
-    if not at_head:
-        service.close()
-        exit_with_error("the database schema is not up to date; run `user-service migrate` first")
-    return service
 
 
 def _parse_extra(pairs: list[str]) -> dict[str, str]:
@@ -72,9 +53,7 @@ def _read_password(from_stdin: bool) -> str:
 def create_user(
     namespace: NamespaceArg,
     username: UsernameArg,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input.")
-    ] = False,
+    password_stdin: PasswordStdinOption = False,
     email: Annotated[str | None, typer.Option(help="Email address.", show_default=False)] = None,
     full_name: Annotated[str | None, typer.Option(help="Full name.", show_default=False)] = None,
     extra: Annotated[
@@ -85,61 +64,55 @@ def create_user(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Create a user; prints the new user's id."""
-    settings = settings_from(env_file, database_url)
+    from user_service.schemas import RegisterRequest
+    from user_service.validation import parse_input
+
     extra_map = _parse_extra(extra or [])
-    password = _read_password(password_stdin)
-    service = open_service(settings)
-    try:
-        with cli_errors():
-            profile = service.register(
-                namespace=namespace,
-                username=username,
-                password=password,
-                email=email,
-                full_name=full_name,
-                extra=extra_map or None,
-            )
-    finally:
-        service.close()
+    with operator_service(env_file, database_url) as service:
+        password = _read_password(password_stdin)
+        data = parse_input(
+            RegisterRequest,
+            {
+                "namespace": namespace,
+                "username": username,
+                "password": password,
+                "email": email,
+                "full_name": full_name,
+                "extra": extra_map or None,
+            },
+        )
+        profile = service.register(data)
     if as_json:
         console.print_json(profile.model_dump_json())
     else:
         console.print(str(profile.id))
 
 
-def _set_active(namespace: str, username: str, active: bool, settings: Settings, as_json: bool) -> None:
-    service = open_service(settings)
-    try:
-        with cli_errors():
+def _set_active_command(*, active: bool, summary: str) -> Callable[..., None]:
+    """The command that enables (or disables) a user; one body for both."""
+
+    def command(
+        namespace: NamespaceArg,
+        username: UsernameArg,
+        as_json: JsonOption = False,
+        env_file: EnvFileOption = None,
+        database_url: DatabaseUrlOption = None,
+    ) -> None:
+        with operator_service(env_file, database_url) as service:
             profile = service.set_active(namespace=namespace, username=username, active=active)
-    finally:
-        service.close()
-    if as_json:
-        console.print_json(json.dumps({"id": str(profile.id), "active": active}))
-    else:
-        console.print(f"{profile.namespace}/{profile.username} {'enabled' if active else 'disabled'}")
+        if as_json:
+            console.print_json(json.dumps({"id": str(profile.id), "active": active}))
+        else:
+            console.print(f"{profile.namespace}/{profile.username} {'enabled' if active else 'disabled'}")
+
+    command.__doc__ = summary
+    return command
 
 
-def disable_user(
-    namespace: NamespaceArg,
-    username: UsernameArg,
-    as_json: JsonOption = False,
-    env_file: EnvFileOption = None,
-    database_url: DatabaseUrlOption = None,
-) -> None:
-    """Disable a user: logins are refused and existing tokens stop working at once."""
-    _set_active(namespace, username, False, settings_from(env_file, database_url), as_json)
-
-
-def enable_user(
-    namespace: NamespaceArg,
-    username: UsernameArg,
-    as_json: JsonOption = False,
-    env_file: EnvFileOption = None,
-    database_url: DatabaseUrlOption = None,
-) -> None:
-    """Enable a disabled user again."""
-    _set_active(namespace, username, True, settings_from(env_file, database_url), as_json)
+disable_user = _set_active_command(
+    active=False, summary="Disable a user: logins are refused and existing tokens stop working at once."
+)
+enable_user = _set_active_command(active=True, summary="Enable a disabled user again.")
 
 
 def delete_user(
@@ -150,36 +123,24 @@ def delete_user(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Delete a user with their sessions and avatar."""
-    settings = settings_from(env_file, database_url)
-    if not yes and not typer.confirm(f"Delete {namespace}/{username} for good?"):
-        exit_with_error("not deleted")
-    service = open_service(settings)
-    try:
-        with cli_errors():
-            service.delete_user(namespace=namespace, username=username)
-    finally:
-        service.close()
+    with operator_service(env_file, database_url) as service:
+        if not yes and not typer.confirm(f"Delete {namespace}/{username} for good?"):
+            exit_with_error("not deleted")
+        service.delete_user(namespace=namespace, username=username)
     console.print(f"deleted {namespace}/{username}")
 
 
 def set_password(
     namespace: NamespaceArg,
     username: UsernameArg,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input.")
-    ] = False,
+    password_stdin: PasswordStdinOption = False,
     env_file: EnvFileOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Set a user's password (the same policy as everywhere); ends their sessions and lifts a lock."""
-    settings = settings_from(env_file, database_url)
-    password = _read_password(password_stdin)
-    service = open_service(settings)
-    try:
-        with cli_errors():
-            service.reset_password(namespace=namespace, username=username, new_password=password)
-    finally:
-        service.close()
+    with operator_service(env_file, database_url) as service:
+        password = _read_password(password_stdin)
+        service.reset_password(namespace=namespace, username=username, new_password=password)
     console.print(f"password set for {namespace}/{username}; their sessions have ended")
 
 
@@ -191,11 +152,6 @@ def prune_sessions(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Delete expired sessions, and ended ones older than --keep-ended-days, with their refresh tokens."""
-    settings = settings_from(env_file, database_url)
-    service = open_service(settings)
-    try:
-        with cli_errors():
-            deleted = service.prune_sessions(keep_revoked_seconds=keep_ended_days * 86_400)
-    finally:
-        service.close()
+    with operator_service(env_file, database_url) as service:
+        deleted = service.prune_sessions(keep_revoked_seconds=keep_ended_days * 86_400)
     console.print(f"deleted {deleted} sessions")

@@ -50,7 +50,7 @@ def token_response(pair: TokenPair) -> Response:
     responses=responses(UsernameTaken, EmailTaken, InvalidInput, RateLimited, DatabaseUnavailable, validation=True),
 )
 def register(body: RegisterRequest, service: ServiceDep, address: RegisterAddress) -> Profile:
-    return service.register(**body.model_dump(), ip=address)
+    return service.register(body, ip=address)
 
 
 @router.post(

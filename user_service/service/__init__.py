@@ -1,0 +1,189 @@
+"""The service core: registration, login, tokens, sessions, profiles and avatars. Knows nothing of HTTP or terminals.
+
+`UserService` is the one entry point, behind the HTTP API, the CLI and the embedding API. It holds one `Context`
+and hands each call to the domain module that owns the rule:
+
+    database.py    the plumbing: pools, the event loop's kept reader, write transactions, driver errors
+    statements.py  every SQL statement, built once
+    context.py     the shared context and the records passed around (Account, Principal)
+    accounts.py    registration, lookup, operators' changes to an account
+    logins.py      password check, lockout, password change
+    sessions.py    sessions, refresh-token rotation and reuse, logout
+    tokens.py      access tokens: issuing and checking
+    profiles.py    profiles, merge patches, avatars
+
+Every method is blocking (database calls, bcrypt); the HTTP layer runs them in a worker thread, except the
+single-row reads on SQLite (see `reads_are_local`). Input arrives validated, as the models of `schemas.py`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+from typing import BinaryIO
+
+from sqlalchemy import Engine
+
+from user_service.config import Settings
+from user_service.schemas import Profile, ProfilePatch, RegisterRequest, SessionInfo, TokenPair
+from user_service.service import accounts, logins, profiles, sessions, tokens
+from user_service.service.context import Account, Clock, Context, Passwords, Principal, TokenSubject, utcnow
+from user_service.service.database import Database
+from user_service.service.profiles import merge_extra
+from user_service.storage import AvatarStorage, LocalAvatarStorage
+
+__all__ = ["Account", "Clock", "Principal", "TokenSubject", "UserService", "merge_extra", "utcnow"]
+
+
+class UserService:
+    """The one core behind the HTTP API and the CLI; a context manager that closes its connections on exit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        storage: AvatarStorage | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = Database(settings, engine=engine)
+        self.storage: AvatarStorage = storage or LocalAvatarStorage(settings.upload_dir)
+        self.clock: Clock = clock or utcnow
+        self.context = Context(
+            settings=settings,
+            db=self.db,
+            storage=self.storage,
+            clock=self.clock,
+            passwords=Passwords(settings.bcrypt_rounds),
+        )
+
+    @property
+    def engine(self) -> Engine:
+        return self.db.engine
+
+    @property
+    def reads_are_local(self) -> bool:
+        """Whether single-row reads are local (SQLite) and cheap enough to run on an event loop."""
+        return self.db.reads_are_local
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.db.close()
+
+    def __enter__(self) -> UserService:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def keep_reader_for_this_thread(self) -> None:
+        """On SQLite, let the calling thread (an event loop's) keep one connection for its single-row reads."""
+        self.db.keep_reader_for_this_thread()
+
+    def database_ok(self) -> bool:
+        return self.db.ping()
+
+    def profile_of(self, user: Account) -> Profile:
+        """The public view of a user: never the hash or the lockout state."""
+        return profiles.profile_of(self.context, user)
+
+    # -- accounts -----------------------------------------------------------------------------------------------
+
+    def register(self, data: RegisterRequest, *, ip: str | None = None) -> Profile:
+        """Create an account; UsernameTaken or EmailTaken when the namespace already has one."""
+        return accounts.register(self.context, data, ip=ip)
+
+    def get_user(self, *, namespace: str, username: str) -> Profile:
+        return profiles.profile_of(self.context, accounts.find_user(self.context, namespace, username))
+
+    def set_active(self, *, namespace: str, username: str, active: bool) -> Profile:
+        """Enable or disable an account; disabling ends every session at once."""
+        return accounts.set_active(self.context, namespace=namespace, username=username, active=active)
+
+    def delete_user(self, *, namespace: str, username: str) -> None:
+        """Delete an account, its sessions and its avatar file."""
+        accounts.delete_user(self.context, namespace=namespace, username=username)
+
+    def reset_password(self, *, namespace: str, username: str, new_password: str) -> None:
+        """Set a new password without the old one (operators); ends every session and clears a lock."""
+        accounts.reset_password(self.context, namespace=namespace, username=username, new_password=new_password)
+
+    def issue_tokens(self, *, namespace: str, username: str, ttl_seconds: int | None = None) -> TokenPair:
+        """Tokens for an existing active user without a password (operators); a new session."""
+        return accounts.issue_tokens(self.context, namespace=namespace, username=username, ttl_seconds=ttl_seconds)
+
+    # -- login, tokens, sessions ------------------------------------------------------------------------------------
+
+    def login(
+        self,
+        *,
+        namespace: str,
+        username: str,
+        password: str,
+        user_agent: str | None = None,
+        ip: str | None = None,
+    ) -> TokenPair:
+        """Check the password and start a session; the same InvalidCredentials for every kind of miss."""
+        return logins.login(
+            self.context, namespace=namespace, username=username, password=password, user_agent=user_agent, ip=ip
+        )
+
+    def change_password(
+        self,
+        principal: Principal,
+        *,
+        current_password: str,
+        new_password: str,
+        user_agent: str | None = None,
+        ip: str | None = None,
+    ) -> TokenPair:
+        """Replace the password after checking the current one; every session ends and a new one starts."""
+        return logins.change_password(
+            self.context,
+            principal,
+            current_password=current_password,
+            new_password=new_password,
+            user_agent=user_agent,
+            ip=ip,
+        )
+
+    def authenticate(self, access_token: str) -> Principal:
+        """The active user an access token names, and its open session."""
+        return tokens.authenticate(self.context, access_token)
+
+    def refresh(self, refresh_token: str, *, ip: str | None = None) -> TokenPair:
+        """Spend a refresh token for a new pair; a spent token presented again revokes its whole session."""
+        return sessions.refresh(self.context, refresh_token, ip=ip)
+
+    def logout(self, refresh_token: str, *, ip: str | None = None) -> None:
+        """End the session a refresh token belongs to; unknown tokens are ignored."""
+        sessions.logout(self.context, refresh_token, ip=ip)
+
+    def logout_all(self, principal: Principal, *, ip: str | None = None) -> int:
+        """End every session of the user; returns how many ended."""
+        return sessions.logout_all(self.context, principal, ip=ip)
+
+    def list_sessions(self, principal: Principal) -> list[SessionInfo]:
+        """The user's open sessions, newest first."""
+        return sessions.list_sessions(self.context, principal)
+
+    def end_session(self, principal: Principal, session_id: uuid.UUID, *, ip: str | None = None) -> None:
+        """End one of the user's own open sessions."""
+        sessions.end_session(self.context, principal, session_id, ip=ip)
+
+    def prune_sessions(self, *, keep_revoked_seconds: int = 7 * 86_400) -> int:
+        """Delete expired sessions, and ended ones older than `keep_revoked_seconds`; returns how many."""
+        return sessions.prune(self.context, keep_revoked_seconds=keep_revoked_seconds)
+
+    # -- profile --------------------------------------------------------------------------------------------------
+
+    def update_profile(self, user_id: uuid.UUID, patch: ProfilePatch) -> Profile:
+        """Apply a JSON Merge Patch inside one transaction holding the user's row lock."""
+        return profiles.update_profile(self.context, user_id, patch)
+
+    def set_avatar(self, user_id: uuid.UUID, image: bytes | BinaryIO) -> Profile:
+        """Store an uploaded avatar once its bytes prove to be an accepted image; the old file is deleted."""
+        return profiles.set_avatar(self.context, user_id, image)

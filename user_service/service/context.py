@@ -1,0 +1,102 @@
+"""What every domain module works with: one frozen context (settings, database, storage, clock, passwords) and the
+records the core passes around."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from user_service import security
+from user_service.config import Settings
+from user_service.service.database import Database
+from user_service.storage import AvatarStorage
+
+Clock = Callable[[], datetime]
+
+_DUMMY_PASSWORD = "timing-equaliser-for-unknown-users"  # noqa: S105 (hashed for timing only)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Passwords:
+    """Hashing and checking at the configured cost, and a check against a dummy hash for unknown accounts."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self._dummy_hash: str | None = None
+        self._dummy_lock = threading.Lock()
+
+    def hash(self, password: str) -> str:
+        return security.hash_password(password, self.rounds)
+
+    def check(self, password: str, password_hash: str) -> bool:
+        return security.check_password(password, password_hash)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return security.hash_rounds(password_hash) != self.rounds
+
+    def equalise_timing(self, password: str) -> None:
+        """Spend the time of a real check, so an unknown account answers as slowly as a wrong password."""
+        with self._dummy_lock:
+            if self._dummy_hash is None:
+                self._dummy_hash = self.hash(_DUMMY_PASSWORD)
+        security.check_password(password, self._dummy_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The service's collaborators, shared by every domain module."""
+
+    settings: Settings
+    db: Database
+    storage: AvatarStorage
+    clock: Clock
+    passwords: Passwords = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A user row as read, detached from any database session."""
+
+    id: uuid.UUID
+    namespace: str
+    username: str
+    password_hash: str
+    email: str | None
+    full_name: str | None
+    avatar_url: str | None
+    avatar_key: str | None
+    extra: dict[str, str]
+    is_active: bool
+    failed_login_count: int
+    locked_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Account:
+        """An account from a row that holds its columns by name (other columns are ignored)."""
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSubject:
+    """Whom an access token names."""
+
+    id: uuid.UUID
+    namespace: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who an access token speaks for: the user (read fresh from the database) and the token's session."""
+
+    user: Account
+    session_id: uuid.UUID

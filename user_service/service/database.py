@@ -1,0 +1,148 @@
+"""The database plumbing behind one small object: pools, the connection an event loop keeps for its reads, the
+writers' turn on SQLite, and the translation of driver errors. The domain modules call it and never see a driver.
+
+Reads of one row run outside a transaction (one statement sees one consistent snapshot by itself); writes are one
+short transaction each, where the checks that must hold under concurrency are made by the database itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Executable, text
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from user_service.config import Settings
+from user_service.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, make_single_read_engine
+from user_service.errors import DatabaseUnavailable
+
+log = logging.getLogger("user_service.service")
+
+_PING = text("SELECT 1")
+# How the two databases name a foreign-key failure in their messages (PostgreSQL's SQLSTATE 23503 class name, and
+# SQLite's text).
+_REFERENCE_MARKERS = ("ForeignKeyViolation", "FOREIGN KEY constraint failed")
+
+
+# What a transaction hands the domain modules: they execute the prebuilt statements on it and read rows by name.
+Transaction = Connection
+
+
+class IntegrityViolation(Exception):
+    """A write the database refused to keep consistent."""
+
+
+class UniqueViolation(IntegrityViolation):
+    """A unique constraint refused the write (a name or an address already taken, perhaps by a racing request)."""
+
+
+class ReferenceViolation(IntegrityViolation):
+    """A row the write refers to is gone (a user deleted while their request was in flight)."""
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    try:
+        yield
+    except (OperationalError, InterfaceError, PoolTimeout) as exc:
+        # A refused or lost connection, a server-side timeout, or no free connection in the pool in time.
+        log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
+        raise DatabaseUnavailable() from None
+    except IntegrityError as exc:
+        detail = f"{type(exc.orig).__name__} {exc.orig}"
+        if any(marker in detail for marker in _REFERENCE_MARKERS):
+            raise ReferenceViolation() from None
+        raise UniqueViolation() from None
+
+
+class Database:
+    """The service's database: single-row reads, read and write transactions, and closing."""
+
+    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+        self.engine = engine if engine is not None else make_engine(settings)
+        self._single_reads = make_single_read_engine(self.engine)
+        self._write_engine = self.engine.execution_options(write=True)
+        # On SQLite (WAL) a single-row read is a read of a local file that waits for nothing: readers never wait
+        # for writers, and the pool never makes a checkout wait. Callers on an event loop may run those reads in
+        # place: that costs less than handing them to a worker thread.
+        self.reads_are_local = self.engine.dialect.name == "sqlite"
+        self._sqlite_writers = threading.Lock() if self.reads_are_local else None
+        # Threads (event loops) that keep a connection of their own for single reads: thread id -> the connection,
+        # or None until the thread's next read opens one.
+        self.thread_readers: dict[int, Connection | None] = {}
+
+    def close(self) -> None:
+        """Release every connection."""
+        while self.thread_readers:
+            _, connection = self.thread_readers.popitem()
+            if connection is not None:
+                connection.close()
+        self.engine.dispose()
+
+    def keep_reader_for_this_thread(self) -> None:
+        """On SQLite, let the calling thread keep one connection for its single-row reads until `close()`, instead
+        of taking one from the pool for each. Meant for an event loop's thread, which runs those reads in place one
+        at a time; other threads use the pool."""
+        if self.reads_are_local:
+            self.thread_readers.setdefault(threading.get_ident(), None)
+
+    def read_one(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
+        """The first row of one SELECT, by column name, run outside a transaction."""
+        thread = threading.get_ident()
+        if thread not in self.thread_readers:
+            with _database_errors(), self._single_reads.connect() as connection:
+                row = connection.execute(statement, params).first()
+                return row._mapping if row is not None else None
+        with _database_errors():
+            kept = self.thread_readers[thread]
+            if kept is None:
+                kept = self.thread_readers[thread] = self._single_reads.connect()
+            try:
+                row = kept.execute(statement, params).first()
+            except BaseException:
+                # Whatever went wrong, the next read starts on a fresh connection.
+                self.thread_readers[thread] = None
+                kept.close()
+                raise
+            return row._mapping if row is not None else None
+
+    def ping(self) -> bool:
+        """Whether the database answers."""
+        try:
+            self.read_one(_PING, {})
+        except DatabaseUnavailable:
+            return False
+        return True
+
+    @contextmanager
+    def read(self) -> Iterator[Transaction]:
+        """A read transaction, for reads of several rows that must agree."""
+        with _database_errors(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def write(self) -> Iterator[Transaction]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        with _database_errors(), self._writer_turn(), self._write_engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """On SQLite, one writer of this process at a time. SQLite allows one writer anyway; writers of one process
+        queue on a lock here instead of polling the database's lock in its busy handler (sleeps of growing length,
+        which stretch the wait far past the write). Other processes still meet at the database's lock."""
+        if self._sqlite_writers is None:
+            yield
+            return
+        if not self._sqlite_writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            log.warning("database unavailable: no turn to write within the busy timeout")
+            raise DatabaseUnavailable()
+        try:
+            yield
+        finally:
+            self._sqlite_writers.release()

@@ -1,0 +1,108 @@
+"""Profiles and avatars: the public view of an account, merge patches, and uploaded images."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from dataclasses import replace
+from typing import Any, BinaryIO
+
+from user_service.errors import EmailTaken, ErrorCode, FileTooLarge, InvalidInput, InvalidToken
+from user_service.images import detect_image
+from user_service.schemas import Profile, ProfilePatch
+from user_service.service import statements as sql
+from user_service.service.context import Account, Context
+from user_service.service.database import Transaction, UniqueViolation
+from user_service.validation import EXTRA_MAX_KEYS
+
+
+def profile_of(ctx: Context, user: Account) -> Profile:
+    """The public view of a user: never the hash or the lockout state."""
+    avatar_url = user.avatar_url
+    if user.avatar_key:
+        avatar_url = f"{ctx.settings.public_base_url or ''}/uploads/{user.avatar_key}"
+    return Profile(
+        id=user.id,
+        namespace=user.namespace,
+        username=user.username,
+        email=user.email,
+        full_name=user.full_name,
+        avatar_url=avatar_url,
+        extra=dict(user.extra or {}),
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+    )
+
+
+def merge_extra(current: dict[str, str], patch: dict[str, str | None] | None) -> dict[str, str]:
+    """RFC 7396 on a flat map: null clears everything, a key set to null is removed, others are set."""
+    if patch is None:
+        return {}
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    if len(merged) > EXTRA_MAX_KEYS:
+        raise InvalidInput(f"extra may hold at most {EXTRA_MAX_KEYS} keys", code=ErrorCode.TOO_MANY_EXTRA_KEYS)
+    return merged
+
+
+def _locked_account(tx: Transaction, user_id: uuid.UUID) -> Account:
+    """The user's row, locked for the rest of the write transaction; a deleted user's token is no longer valid."""
+    row = tx.execute(sql.ACCOUNT_FOR_UPDATE, {"user_id": user_id}).first()
+    if row is None:
+        raise InvalidToken()
+    return Account.from_row(row._mapping)
+
+
+def update_profile(ctx: Context, user_id: uuid.UUID, patch: ProfilePatch) -> Profile:
+    """Apply a JSON Merge Patch inside one transaction holding the user's row lock."""
+    fields = patch.model_fields_set
+    changes: dict[str, Any] = {}
+    try:
+        with ctx.db.write() as tx:
+            user = _locked_account(tx, user_id)
+            if "email" in fields:
+                changes["email"] = patch.email
+            if "full_name" in fields:
+                changes["full_name"] = patch.full_name
+            if "avatar_url" in fields:
+                changes["avatar_key"], changes["avatar_url"] = None, patch.avatar_url
+            if "extra" in fields:
+                changes["extra"] = merge_extra(user.extra or {}, patch.extra)
+            changes["updated_at"] = ctx.clock()
+            tx.execute(sql.UPDATE_USER, {"user_key": user_id, **changes})
+    except UniqueViolation:
+        raise EmailTaken() from None
+    if "avatar_key" in changes and user.avatar_key:
+        ctx.storage.delete(user.avatar_key)
+    return profile_of(ctx, replace(user, **changes))
+
+
+def set_avatar(ctx: Context, user_id: uuid.UUID, image: bytes | BinaryIO) -> Profile:
+    """Store an uploaded avatar once its bytes prove to be an accepted image; the old file is deleted.
+
+    `image` is the bytes or a seekable binary file, which is read in chunks and never whole into memory.
+    """
+    limit = ctx.settings.avatar_max_bytes
+    source = io.BytesIO(image) if isinstance(image, bytes) else image
+    if source.seek(0, io.SEEK_END) > limit:
+        raise FileTooLarge(f"The file is larger than {limit} bytes.")
+    source.seek(0)
+    extension = detect_image(source, max_pixels=ctx.settings.avatar_max_pixels)
+    source.seek(0)
+    key = ctx.storage.save(source, extension)
+    changes: dict[str, Any] = {"avatar_key": key, "avatar_url": None}
+    try:
+        with ctx.db.write() as tx:
+            user = _locked_account(tx, user_id)
+            changes["updated_at"] = ctx.clock()
+            tx.execute(sql.UPDATE_USER, {"user_key": user_id, **changes})
+    except BaseException:
+        ctx.storage.delete(key)
+        raise
+    if user.avatar_key:
+        ctx.storage.delete(user.avatar_key)
+    return profile_of(ctx, replace(user, **changes))

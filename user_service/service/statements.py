@@ -1,0 +1,114 @@
+"""Every SQL statement the core runs, built once on the tables (their compiled forms are cached by SQLAlchemy); a
+call only binds its values. Columns that two tables share a name for are labelled, so rows are read by name."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
+
+from user_service.models import AuthSession, RefreshToken, User
+
+USERS, SESSIONS, REFRESH_TOKENS = (cast("Table", model.__table__) for model in (User, AuthSession, RefreshToken))
+
+ACCOUNT_FIELDS = (
+    "id",
+    "namespace",
+    "username",
+    "password_hash",
+    "email",
+    "full_name",
+    "avatar_url",
+    "avatar_key",
+    "extra",
+    "is_active",
+    "failed_login_count",
+    "locked_until",
+    "created_at",
+    "updated_at",
+)
+_ACCOUNT = tuple(USERS.c[name] for name in ACCOUNT_FIELDS)
+
+# -- accounts ---------------------------------------------------------------------------------------------------
+
+ACCOUNT_BY_NAME = select(*_ACCOUNT).where(
+    USERS.c.namespace == bindparam("namespace"), USERS.c.username == bindparam("username")
+)
+# In a write transaction: the row, locked until the transaction ends (SQLite's write lock covers it).
+ACCOUNT_FOR_UPDATE = select(*_ACCOUNT).where(USERS.c.id == bindparam("user_id")).with_for_update()
+EMAIL_OWNER = select(USERS.c.id).where(USERS.c.namespace == bindparam("namespace"), USERS.c.email == bindparam("email"))
+INSERT_USER = insert(USERS)
+UPDATE_USER = update(USERS).where(USERS.c.id == bindparam("user_key"))  # SET from the parameters given
+DELETE_USER = delete(USERS).where(USERS.c.id == bindparam("user_key"))
+
+# -- login and lockout ----------------------------------------------------------------------------------------------
+
+COUNT_FAILURE = (
+    update(USERS)
+    .where(USERS.c.id == bindparam("user_key"))
+    .values(failed_login_count=USERS.c.failed_login_count + 1)
+    .returning(USERS.c.failed_login_count)
+)
+SET_LOCK = update(USERS).where(USERS.c.id == bindparam("user_key")).values(locked_until=bindparam("until"))
+
+# -- sessions and refresh tokens ----------------------------------------------------------------------------------
+
+# The user an access token names, joined with the token's session: one indexed read on every authenticated request.
+PRINCIPAL = (
+    select(
+        *_ACCOUNT,
+        SESSIONS.c.revoked_at.label("session_revoked_at"),
+        SESSIONS.c.expires_at.label("session_expires_at"),
+    )
+    .join(SESSIONS, and_(SESSIONS.c.user_id == USERS.c.id, SESSIONS.c.id == bindparam("session_id")))
+    .where(USERS.c.id == bindparam("user_id"))
+)
+INSERT_SESSION = insert(SESSIONS)
+INSERT_REFRESH_TOKEN = insert(REFRESH_TOKENS)
+TOUCH_SESSION = update(SESSIONS).where(SESSIONS.c.id == bindparam("session_key")).values(last_used_at=bindparam("now"))
+# The race guard of a refresh: of concurrent refreshes with one token, only one claims it.
+CLAIM_REFRESH_TOKEN = (
+    update(REFRESH_TOKENS)
+    .where(REFRESH_TOKENS.c.id == bindparam("token_key"), REFRESH_TOKENS.c.used_at.is_(None))
+    .values(used_at=bindparam("now"))
+)
+# A refresh token with its session and the few fields of its user that a refresh needs, for spending it.
+REFRESH_TOKEN_BY_DIGEST = (
+    select(
+        REFRESH_TOKENS.c.id.label("token_id"),
+        REFRESH_TOKENS.c.used_at.label("token_used_at"),
+        REFRESH_TOKENS.c.expires_at.label("token_expires_at"),
+        SESSIONS.c.id.label("session_id"),
+        SESSIONS.c.revoked_at.label("session_revoked_at"),
+        SESSIONS.c.expires_at.label("session_expires_at"),
+        USERS.c.is_active,
+        USERS.c.id.label("user_id"),
+        USERS.c.namespace,
+        USERS.c.username,
+    )
+    .join(SESSIONS, REFRESH_TOKENS.c.session_id == SESSIONS.c.id)
+    .join(USERS, SESSIONS.c.user_id == USERS.c.id)
+    .where(REFRESH_TOKENS.c.token_hash == bindparam("digest"))
+)
+# (UPDATE statements may not name a bound parameter after one of their table's columns.)
+OPEN_SESSIONS = and_(SESSIONS.c.user_id == bindparam("owner_key"), SESSIONS.c.revoked_at.is_(None))
+END_SESSIONS = update(SESSIONS).where(OPEN_SESSIONS).values(revoked_at=bindparam("now"))
+END_SESSION = (
+    update(SESSIONS).where(OPEN_SESSIONS, SESSIONS.c.id == bindparam("session_id")).values(revoked_at=bindparam("now"))
+)
+LIVE_SESSIONS = (
+    select(
+        SESSIONS.c.id,
+        SESSIONS.c.created_at,
+        SESSIONS.c.last_used_at,
+        SESSIONS.c.expires_at,
+        SESSIONS.c.user_agent,
+        SESSIONS.c.ip,
+    )
+    .where(OPEN_SESSIONS, SESSIONS.c.expires_at > bindparam("now"))
+    .order_by(SESSIONS.c.created_at.desc(), SESSIONS.c.id)
+)
+PRUNE_SESSIONS = delete(SESSIONS).where(
+    or_(SESSIONS.c.expires_at <= bindparam("now"), SESSIONS.c.revoked_at <= bindparam("cutoff"))
+)
+PRUNE_REFRESH_TOKENS = delete(REFRESH_TOKENS).where(REFRESH_TOKENS.c.expires_at <= bindparam("now"))
