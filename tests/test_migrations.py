@@ -25,7 +25,7 @@ from user_service.errors import ConfigurationError, InvalidInput
 from user_service.service import UserService
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TABLES = {"users", "auth_sessions", "refresh_tokens"}
+TABLES = {"users", "auth_sessions", "refresh_tokens", "login_failures"}
 
 
 @pytest.fixture

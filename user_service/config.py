@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     password_min_length: int = Field(default=8, ge=8, le=72)
 
     login_max_failures: int = Field(default=10, ge=1, le=100)
+    login_account_max_failures: int = Field(default=100, ge=1, le=10_000)
     login_lockout_seconds: int = Field(default=30, ge=1)
     login_lockout_max_seconds: int = Field(default=900, ge=1)
 
@@ -162,6 +163,8 @@ class Settings(BaseSettings):
     def _cross_checks(self) -> Settings:
         if self.login_lockout_max_seconds < self.login_lockout_seconds:
             raise ValueError("LOGIN_LOCKOUT_MAX_SECONDS must not be below LOGIN_LOCKOUT_SECONDS")
+        if self.login_account_max_failures < self.login_max_failures:
+            raise ValueError("LOGIN_ACCOUNT_MAX_FAILURES must not be below LOGIN_MAX_FAILURES")
         # RFC 7518 3.2: an HMAC key at least as long as the hash output.
         needed = _KEY_BYTES_FOR[self.jwt_algorithm]
         if self.jwt_secret_key is not None and len(self.jwt_secret_key.get_secret_value().encode()) < needed:

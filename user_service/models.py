@@ -73,3 +73,17 @@ class RefreshToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LoginFailure(Base):
+    """Consecutive failed logins of one account from one client (an address, or an IPv6 /64): the throttle that
+    locks that client out of that account, apart from the account-wide lock kept on the user row."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_updated_at", "updated_at"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -38,13 +38,15 @@ def hash_password(password: str, rounds: int) -> str:
 def check_password(password: str, password_hash: str) -> bool:
     """Whether the password matches the hash; False (never an error) for input bcrypt cannot take."""
     raw = password.encode("utf-8", "surrogatepass")
-    if len(raw) > 72:
-        return False
+    # A password bcrypt cannot take is never right, but it costs a full check all the same: every refused login
+    # takes the same time, whatever made it wrong.
+    overlong = len(raw) > 72
     try:
         with _HASHING_SLOTS:
-            return bcrypt.checkpw(raw, password_hash.encode("ascii"))
+            matched = bcrypt.checkpw(raw[:72], password_hash.encode("ascii"))
     except ValueError:
         return False
+    return matched and not overlong
 
 
 def hash_rounds(password_hash: str) -> int | None:

@@ -164,7 +164,8 @@ def test_login_failure_for_an_unknown_user_is_logged(api: Api, security_log: pyt
 
 
 def test_login_failure_for_a_wrong_password_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
-    """ASVS 5.0 16.3.1: a wrong password is logged against the account, with the count of failures so far."""
+    """ASVS 5.0 16.3.1: a wrong password is logged against the account, with the counts of failures so far (from
+    this client, and from every client)."""
     profile = register(api)
     events(security_log)
 
@@ -175,8 +176,8 @@ def test_login_failure_for_a_wrong_password_is_logged(api: Api, security_log: py
     records = events(security_log)
     assert len(records) == 2
     who = {"namespace": "app-x", "username": "alice", "user_id": profile["id"], "ip": PEER}
-    assert_event(records[0], "login_failed", logging.INFO, failures=1, **who)
-    assert_event(records[1], "login_failed", logging.INFO, failures=2, **who)
+    assert_event(records[0], "login_failed", logging.INFO, failures=1, account_failures=1, **who)
+    assert_event(records[1], "login_failed", logging.INFO, failures=2, account_failures=2, **who)
 
 
 def test_lockout_is_logged(make_api: MakeApi, security_log: pytest.LogCaptureFixture) -> None:
@@ -194,8 +195,8 @@ def test_lockout_is_logged(make_api: MakeApi, security_log: pytest.LogCaptureFix
     assert refused.status_code == 429
     who = {"namespace": "app-x", "username": "alice", "user_id": profile["id"], "ip": PEER}
     assert [record.getMessage() for record in locking] == ["login_failed"] * MAX_FAILURES + ["lockout"]
-    assert_event(locking[-2], "login_failed", logging.INFO, failures=MAX_FAILURES, **who)
-    assert_event(locking[-1], "lockout", logging.WARNING, seconds=LOCKOUT_SECONDS, **who)
+    assert_event(locking[-2], "login_failed", logging.INFO, failures=MAX_FAILURES, account_failures=MAX_FAILURES, **who)
+    assert_event(locking[-1], "lockout", logging.WARNING, seconds=LOCKOUT_SECONDS, scope="client", **who)
     (record,) = events(security_log)
     assert_event(record, "login_refused_locked", logging.WARNING, **who)
 

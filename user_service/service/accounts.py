@@ -120,6 +120,7 @@ def reset_password(ctx: Context, *, namespace: str, username: str, new_password:
                 "updated_at": now,
             },
         )
+        tx.execute(sql.CLEAR_ALL_CLIENT_FAILURES, {"user_key": user.id})
         sessions.end_sessions(tx, user.id, now)
     security_event("password_reset", namespace=user.namespace, user_id=user.id)
 

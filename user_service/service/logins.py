@@ -1,18 +1,43 @@
-"""Logging in: the password check, the lockout that guards it, and password changes."""
+"""Logging in: the password check, the throttles that guard it, and password changes.
+
+Every password check is reserved before bcrypt runs: one write transaction, holding the user's row lock, refuses a
+locked client or account and counts the attempt as a failure up front. So however many guesses arrive at once, on
+however many workers and instances, at most `LOGIN_MAX_FAILURES` of them are checked for one client before that
+client is locked out of the account, and at most `LOGIN_ACCOUNT_MAX_FAILURES` from all clients before the account
+locks. A right password then clears the counts, and starts a session, only if the account still has the hash that
+was checked and is still active (one conditional statement): a password change, a reset or a disable that lands
+while a login is in flight wins.
+"""
 
 from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from user_service.errors import InvalidCredentials, TooManyAttempts, UserDisabled
+from user_service.addresses import client_key
+from user_service.errors import InvalidCredentials, InvalidToken, TooManyAttempts, UserDisabled, UserServiceError
 from user_service.events import security_event
 from user_service.schemas import TokenPair
 from user_service.service import accounts, sessions
 from user_service.service import statements as sql
 from user_service.service.context import Account, Context, Principal
+
+_NOBODY = uuid.UUID(int=0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """A reserved password check: the account as read under its lock, and the counts if the check fails."""
+
+    account: Account
+    client: str
+    failures: int
+    account_failures: int
+    lock_seconds: int
+    account_lock_seconds: int
 
 
 def login(
@@ -28,65 +53,123 @@ def login(
     key = accounts.normalized_name(namespace, username)
     user = accounts.find(ctx, *key) if key else None
     if user is None:
-        ctx.passwords.equalise_timing(password)
+        _refuse_unknown(ctx, password)
         security_event("login_failed", namespace=key[0] if key else None, username=key[1] if key else None, ip=ip)
         raise InvalidCredentials()
     now = ctx.clock()
-    _check_password_or_count(ctx, user, password, now, ip=ip)
-    if not user.is_active:
+    attempt = _check_password(ctx, user, password, now, ip=ip, gone=InvalidCredentials())
+    if not attempt.account.is_active:
         raise UserDisabled()
-    new_hash = ctx.passwords.hash(password) if ctx.passwords.needs_rehash(user.password_hash) else None
-    pair, session_id = _start_session(ctx, user, now=now, user_agent=user_agent, ip=ip, new_hash=new_hash)
+    verified = attempt.account
+    new_hash = ctx.passwords.hash(password) if ctx.passwords.needs_rehash(verified.password_hash) else None
+    pair, session_id = _start_session(
+        ctx, attempt, now=now, user_agent=user_agent, ip=ip, new_hash=new_hash, gone=InvalidCredentials()
+    )
     security_event(
         "login", namespace=user.namespace, username=user.username, user_id=user.id, session_id=session_id, ip=ip
     )
     return pair
 
 
-def _check_password_or_count(ctx: Context, user: Account, password: str, now: datetime, *, ip: str | None) -> None:
-    """Refuse a locked account outright; count a wrong password toward the lock."""
-    if user.locked_until is not None and user.locked_until > now:
-        security_event("login_refused_locked", namespace=user.namespace, username=user.username, user_id=user.id, ip=ip)
-        raise TooManyAttempts(math.ceil((user.locked_until - now).total_seconds()))
-    if not ctx.passwords.check(password, user.password_hash):
-        _record_failure(ctx, user, now, ip=ip)
-        raise InvalidCredentials()
-
-
-def _record_failure(ctx: Context, user: Account, now: datetime, *, ip: str | None) -> None:
-    """Count a failed password atomically; lock the account once the count reaches the limit."""
-    settings = ctx.settings
-    wait = 0
+def _refuse_unknown(ctx: Context, password: str) -> None:
+    """Spend what a known account's refusal costs (a reservation write and a bcrypt check), so that neither time
+    nor anything else tells an unknown account from a wrong password."""
     with ctx.db.write() as tx:
-        count = int(tx.execute(sql.COUNT_FAILURE, {"user_key": user.id}).scalar_one())
-        if count >= settings.login_max_failures:
-            # Keycloak's shape: each further failure after a lock doubles the wait, up to the cap.
-            doublings = min(count - settings.login_max_failures, 32)
-            wait = min(settings.login_lockout_seconds * 2**doublings, settings.login_lockout_max_seconds)
-            tx.execute(sql.SET_LOCK, {"user_key": user.id, "until": now + timedelta(seconds=wait)})
+        tx.execute(sql.SET_ACCOUNT_FAILURES, {"user_key": _NOBODY, "failed_login_count": 0})
+    ctx.passwords.equalise_timing(password)
+
+
+def _lock_seconds(ctx: Context, failures: int, threshold: int) -> int:
+    """How long `failures` consecutive failures lock for: none below the threshold, then doubling up to the cap
+    (Keycloak's shape)."""
+    if failures < threshold:
+        return 0
+    settings = ctx.settings
+    doublings = min(failures - threshold, 32)
+    return int(min(settings.login_lockout_seconds * 2**doublings, settings.login_lockout_max_seconds))
+
+
+def _reserve(ctx: Context, user_id: uuid.UUID, client: str, now: datetime, *, gone: UserServiceError) -> _Attempt:
+    """Count one password check as a failure before it runs, unless the client or the account is locked."""
+    settings = ctx.settings
+    with ctx.db.write() as tx:
+        row = tx.execute(sql.ACCOUNT_FOR_UPDATE, {"user_id": user_id}).first()
+        if row is None:
+            raise gone
+        account = Account.from_row(row._mapping)
+        found = tx.execute(sql.CLIENT_FAILURES, {"user_id": user_id, "client": client}).first()
+        previous, client_until = (found.failures, found.locked_until) if found is not None else (0, None)
+        locked = [until for until in (account.locked_until, client_until) if until is not None and until > now]
+        if locked:
+            raise TooManyAttempts(math.ceil((max(locked) - now).total_seconds()))
+        failures, account_failures = previous + 1, account.failed_login_count + 1
+        lock = _lock_seconds(ctx, failures, settings.login_max_failures)
+        account_lock = _lock_seconds(ctx, account_failures, settings.login_account_max_failures)
+        tx.execute(
+            sql.SET_ACCOUNT_FAILURES,
+            {
+                "user_key": user_id,
+                "failed_login_count": account_failures,
+                "locked_until": now + timedelta(seconds=account_lock) if account_lock else None,
+            },
+        )
+        values = {
+            "failures": failures,
+            "locked_until": now + timedelta(seconds=lock) if lock else None,
+            "updated_at": now,
+        }
+        if found is None:
+            tx.execute(sql.INSERT_CLIENT_FAILURES, {"user_id": user_id, "client": client, **values})
+        else:
+            tx.execute(sql.SET_CLIENT_FAILURES, {"user_key": user_id, "client_key": client, **values})
+    return _Attempt(account, client, failures, account_failures, lock, account_lock)
+
+
+def _check_password(
+    ctx: Context, user: Account, password: str, now: datetime, *, ip: str | None, gone: UserServiceError
+) -> _Attempt:
+    """Reserve the check, then run it; a wrong password stays counted. Returns the reserved attempt."""
     who = {"namespace": user.namespace, "username": user.username, "user_id": user.id, "ip": ip}
-    security_event("login_failed", failures=count, **who)
-    if wait:
-        security_event("lockout", seconds=wait, **who)
+    try:
+        attempt = _reserve(ctx, user.id, client_key(ip), now, gone=gone)
+    except TooManyAttempts:
+        security_event("login_refused_locked", **who)
+        raise
+    if ctx.passwords.check(password, attempt.account.password_hash):
+        return attempt
+    security_event("login_failed", failures=attempt.failures, account_failures=attempt.account_failures, **who)
+    if attempt.lock_seconds:
+        security_event("lockout", seconds=attempt.lock_seconds, scope="client", **who)
+    if attempt.account_lock_seconds:
+        security_event("lockout", seconds=attempt.account_lock_seconds, scope="account", **who)
+    raise InvalidCredentials()
 
 
 def _start_session(
     ctx: Context,
-    user: Account,
+    attempt: _Attempt,
     *,
     now: datetime,
     user_agent: str | None,
     ip: str | None,
     new_hash: str | None,
+    gone: UserServiceError,
     end_other_sessions: bool = False,
 ) -> tuple[TokenPair, uuid.UUID]:
-    """One transaction: reset the failure count, store a new hash if any, open a session with its first token."""
+    """One transaction: clear the counts and store a new hash, only if the account is as it was verified; then open
+    a session with its first token."""
+    user = attempt.account
     values: dict[str, Any] = {"failed_login_count": 0, "locked_until": None}
     if new_hash is not None:
         values["password_hash"] = new_hash
         values["updated_at"] = now
     with ctx.db.write() as tx:
-        tx.execute(sql.UPDATE_USER, {"user_key": user.id, **values})
+        still = tx.execute(
+            sql.UPDATE_VERIFIED_USER, {"user_key": user.id, "verified_hash": user.password_hash, **values}
+        )
+        if still.first() is None:
+            raise gone
+        tx.execute(sql.CLEAR_CLIENT_FAILURES, {"user_key": user.id, "client_key": attempt.client})
         if end_other_sessions:
             sessions.end_sessions(tx, user.id, now)
         return sessions.open_session(ctx, tx, user, now=now, user_agent=user_agent, ip=ip)
@@ -104,15 +187,16 @@ def change_password(
     """Replace the password after checking the current one; every session ends and a new one starts."""
     user = principal.user
     now = ctx.clock()
-    _check_password_or_count(ctx, user, current_password, now, ip=ip)
+    attempt = _check_password(ctx, user, current_password, now, ip=ip, gone=InvalidToken())
     accounts.check_policy(ctx, new_password, username=user.username, email=user.email)
     pair, session_id = _start_session(
         ctx,
-        user,
+        attempt,
         now=now,
         user_agent=user_agent,
         ip=ip,
         new_hash=ctx.passwords.hash(new_password),
+        gone=InvalidToken(),
         end_other_sessions=True,
     )
     security_event("password_changed", namespace=user.namespace, user_id=user.id, session_id=session_id, ip=ip)

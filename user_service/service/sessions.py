@@ -91,6 +91,9 @@ def refresh(ctx: Context, refresh_token: str, *, ip: str | None = None) -> Token
                 raise TokenExpired()
         claim = tx.execute(sql.CLAIM_REFRESH_TOKEN, {"token_key": token["token_id"], "now": now})
         if claim.rowcount != 1:
+            # Spent meanwhile (reuse), or deleted with its user while this refresh was in flight (no alarm).
+            if tx.execute(sql.REFRESH_TOKEN_USED_AT, {"token_key": token["token_id"]}).first() is None:
+                raise InvalidToken()
             _end_session(tx, subject.id, session_id, now)
             reused = True
         else:
@@ -152,12 +155,13 @@ def end_session(ctx: Context, principal: Principal, session_id: uuid.UUID, *, ip
 
 
 def prune(ctx: Context, *, keep_revoked_seconds: int) -> int:
-    """Delete sessions past their absolute lifetime, or ended longer ago than `keep_revoked_seconds`."""
+    """Delete sessions past their absolute lifetime, or ended longer ago than `keep_revoked_seconds`; with them,
+    the failed-login counts of clients not heard from for as long (and not locked out now)."""
     now = ctx.clock()
+    cutoff = now - timedelta(seconds=keep_revoked_seconds)
     with ctx.db.write() as tx:
-        deleted = tx.execute(
-            sql.PRUNE_SESSIONS, {"now": now, "cutoff": now - timedelta(seconds=keep_revoked_seconds)}
-        ).rowcount
+        deleted = tx.execute(sql.PRUNE_SESSIONS, {"now": now, "cutoff": cutoff}).rowcount
         # Spent or expired tokens of sessions that stay open are not needed once expired.
         tx.execute(sql.PRUNE_REFRESH_TOKENS, {"now": now})
+        tx.execute(sql.PRUNE_LOGIN_FAILURES, {"now": now, "cutoff": cutoff})
     return int(deleted)

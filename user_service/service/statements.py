@@ -7,9 +7,11 @@ from typing import cast
 
 from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
 
-from user_service.models import AuthSession, RefreshToken, User
+from user_service.models import AuthSession, LoginFailure, RefreshToken, User
 
-USERS, SESSIONS, REFRESH_TOKENS = (cast("Table", model.__table__) for model in (User, AuthSession, RefreshToken))
+USERS, SESSIONS, REFRESH_TOKENS, LOGIN_FAILURES = (
+    cast("Table", model.__table__) for model in (User, AuthSession, RefreshToken, LoginFailure)
+)
 
 ACCOUNT_FIELDS = (
     "id",
@@ -43,13 +45,33 @@ DELETE_USER = delete(USERS).where(USERS.c.id == bindparam("user_key"))
 
 # -- login and lockout ----------------------------------------------------------------------------------------------
 
-COUNT_FAILURE = (
-    update(USERS)
-    .where(USERS.c.id == bindparam("user_key"))
-    .values(failed_login_count=USERS.c.failed_login_count + 1)
-    .returning(USERS.c.failed_login_count)
+SET_ACCOUNT_FAILURES = update(USERS).where(USERS.c.id == bindparam("user_key"))  # failed_login_count, locked_until
+CLIENT_FAILURES = select(LOGIN_FAILURES.c.failures, LOGIN_FAILURES.c.locked_until).where(
+    LOGIN_FAILURES.c.user_id == bindparam("user_id"), LOGIN_FAILURES.c.client == bindparam("client")
 )
-SET_LOCK = update(USERS).where(USERS.c.id == bindparam("user_key")).values(locked_until=bindparam("until"))
+INSERT_CLIENT_FAILURES = insert(LOGIN_FAILURES)
+SET_CLIENT_FAILURES = update(LOGIN_FAILURES).where(
+    LOGIN_FAILURES.c.user_id == bindparam("user_key"), LOGIN_FAILURES.c.client == bindparam("client_key")
+)
+CLEAR_CLIENT_FAILURES = delete(LOGIN_FAILURES).where(
+    LOGIN_FAILURES.c.user_id == bindparam("user_key"), LOGIN_FAILURES.c.client == bindparam("client_key")
+)
+CLEAR_ALL_CLIENT_FAILURES = delete(LOGIN_FAILURES).where(LOGIN_FAILURES.c.user_id == bindparam("user_key"))
+# A session may start only for the account as it was when its password was checked: the same hash, still active.
+# A password change, a reset or a disable that commits in between makes this update match nothing.
+UPDATE_VERIFIED_USER = (
+    update(USERS)
+    .where(
+        USERS.c.id == bindparam("user_key"),
+        USERS.c.password_hash == bindparam("verified_hash"),
+        USERS.c.is_active.is_(True),
+    )
+    .returning(USERS.c.id)
+)
+PRUNE_LOGIN_FAILURES = delete(LOGIN_FAILURES).where(
+    LOGIN_FAILURES.c.updated_at <= bindparam("cutoff"),
+    or_(LOGIN_FAILURES.c.locked_until.is_(None), LOGIN_FAILURES.c.locked_until <= bindparam("now")),
+)
 
 # -- sessions and refresh tokens ----------------------------------------------------------------------------------
 
@@ -72,6 +94,7 @@ CLAIM_REFRESH_TOKEN = (
     .where(REFRESH_TOKENS.c.id == bindparam("token_key"), REFRESH_TOKENS.c.used_at.is_(None))
     .values(used_at=bindparam("now"))
 )
+REFRESH_TOKEN_USED_AT = select(REFRESH_TOKENS.c.used_at).where(REFRESH_TOKENS.c.id == bindparam("token_key"))
 # A refresh token with its session and the few fields of its user that a refresh needs, for spending it.
 REFRESH_TOKEN_BY_DIGEST = (
     select(
