@@ -5,8 +5,10 @@ Settings come from the environment and `.env`, as for `user-service serve`. From
     user-service init                  # once: writes .env with a secret and migrates the database
     uvicorn examples.host_app:app      # or: python examples/host_app.py
 
-Then register and log in through /accounts/auth/register and /accounts/auth/login, and call the host's own route
-with the access token: `curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8000/notes`.
+Then register and log in through /accounts/auth/register and /accounts/auth/login in the namespace `notes-app`, and
+call the host's own route with the access token: `curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8000/notes`.
+Tokens of any other namespace are refused there (anyone can register somewhere), and notes belong to the user's id,
+which never changes and is unique across namespaces.
 """
 
 from collections.abc import AsyncIterator
@@ -17,11 +19,13 @@ from fastapi import Depends, FastAPI
 
 from user_service import Profile, Settings, create_app, lifespan, require_user
 
+NAMESPACE = "notes-app"
+
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     """The host app; settings default to the environment and `.env`."""
     accounts = create_app(settings)
-    caller = Depends(require_user(accounts))
+    caller = Depends(require_user(accounts, namespace=NAMESPACE))
 
     @asynccontextmanager
     async def host_lifespan(_host: FastAPI) -> AsyncIterator[None]:
@@ -34,7 +38,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @host.get("/notes", summary="The caller's notes")
     def list_notes(user: Annotated[Profile, caller]) -> dict[str, Any]:
-        return {"owner": user.username, "notes": []}
+        # The id identifies the caller: a username is unique only within its namespace.
+        return {"owner_id": str(user.id), "owner": user.username, "notes": []}
 
     return host
 

@@ -26,7 +26,8 @@ from user_service.service import UserService
 REPO = Path(__file__).resolve().parents[1]
 CREATE_USERS = REPO / "examples" / "create_users.sh"
 VENV_BIN = Path(sys.executable).parent
-ACCOUNT = {"namespace": "app-x", "username": "alice", "password": PASSWORD}
+NAMESPACE = example.NAMESPACE
+ACCOUNT = {"namespace": NAMESPACE, "username": "alice", "password": PASSWORD}
 
 
 def minimal_host(settings: Settings) -> FastAPI:
@@ -186,12 +187,12 @@ def test_host_route_refuses_a_disabled_user_at_once(web: TestClient, host: FastA
     token = login(web)["access_token"]
     service = service_of(host)
 
-    service.set_active(namespace="app-x", username="alice", active=False)
+    service.set_active(namespace=NAMESPACE, username="alice", active=False)
     refused = web.get("/notes", headers=bearer(token))
     assert refused.status_code == 403
     assert refused.json()["detail"] == "This account is disabled."
 
-    service.set_active(namespace="app-x", username="alice", active=True)
+    service.set_active(namespace=NAMESPACE, username="alice", active=True)
     # Disabling ended the session; enabling lets the user log in again but does not revive old tokens.
     assert web.get("/notes", headers=bearer(token)).status_code == 401
     assert web.get("/notes", headers=bearer(login(web)["access_token"])).status_code == 200
@@ -199,7 +200,7 @@ def test_host_route_refuses_a_disabled_user_at_once(web: TestClient, host: FastA
 
 def test_host_route_refuses_a_deleted_user(web: TestClient, host: FastAPI) -> None:
     token = login(web)["access_token"]
-    service_of(host).delete_user(namespace="app-x", username="alice")
+    service_of(host).delete_user(namespace=NAMESPACE, username="alice")
     assert web.get("/notes", headers=bearer(token)).status_code == 401
 
 
@@ -245,7 +246,12 @@ def test_example_host_runs_user_service_lifespan_inside_its_own(
 
     with TestClient(host) as web:
         token = login(web)["access_token"]
-        assert web.get("/notes", headers=bearer(token)).json() == {"owner": "alice", "notes": []}
+        profile = web.get("/accounts/users/me", headers=bearer(token)).json()
+        assert web.get("/notes", headers=bearer(token)).json() == {
+            "owner_id": profile["id"],
+            "owner": "alice",
+            "notes": [],
+        }
         assert closed == []
     assert closed == [True]
 

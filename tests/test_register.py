@@ -306,11 +306,11 @@ def test_unknown_field_is_422(api: Api, service: UserService) -> None:
     "password",
     [
         "q7x!mz0p",  # exactly the minimum length
-        "é" * 8,  # counted in characters, not bytes
-        "a" * 72,
-        "é" * 36,  # 72 bytes of UTF-8
-        "€" * 24,  # 72 bytes of UTF-8
-        "😀" * 18,  # 72 bytes of UTF-8
+        "ĉŝĝĥĵŭĉŝ",  # counted in characters, not bytes
+        "q7x!mz0p" * 9,
+        "ĉŝĝĥĵŭ" * 6,  # 72 bytes of UTF-8
+        "€₩₹₽₺₴" * 4,  # 72 bytes of UTF-8
+        "😀🦊🐙🦉🐝🦋" * 3,  # 72 bytes of UTF-8
     ],
 )
 def test_accepted_passwords_log_in(api: Api, password: str) -> None:

@@ -15,7 +15,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from user_service.errors import ConfigurationError
-from user_service.validation import describe_errors
+from user_service.validation import describe_errors, normalize_namespace
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     request_max_bytes: int = Field(default=1_048_576, ge=1024)
 
+    registration_enabled: bool = True
+    registration_namespaces: str = ""
+
     rate_limit_enabled: bool = True
     rate_limit: str = "20/minute"
     redis_url: str | None = None
@@ -95,6 +98,17 @@ class Settings(BaseSettings):
     # Parsed forms of the list settings above, computed once at load.
     _trusted_proxy_networks: tuple[Network, ...] = PrivateAttr(default=())
     _cors_origin_list: tuple[str, ...] = PrivateAttr(default=())
+    _registration_namespace_set: frozenset[str] | None = PrivateAttr(default=None)
+
+    @field_validator("registration_namespaces")
+    @classmethod
+    def _namespaces_parse(cls, value: str) -> str:
+        for item in _split(value):
+            try:
+                normalize_namespace(item)
+            except ValueError:
+                raise ValueError(f"REGISTRATION_NAMESPACES: {item!r} is not a namespace") from None
+        return value
 
     @field_validator("rate_limit")
     @classmethod
@@ -135,6 +149,12 @@ class Settings(BaseSettings):
         """TRUSTED_PROXIES, parsed once when the settings were loaded."""
         return self._trusted_proxy_networks
 
+    def registration_open(self, namespace: str) -> bool:
+        """Whether anyone may register in the (normalized) namespace: REGISTRATION_ENABLED, and the namespace among
+        REGISTRATION_NAMESPACES when that is set. Operators create accounts anywhere."""
+        names = self._registration_namespace_set
+        return self.registration_enabled and (names is None or namespace in names)
+
     @property
     def cors_origin_list(self) -> list[str]:
         """CORS_ORIGINS, parsed once when the settings were loaded."""
@@ -173,6 +193,8 @@ class Settings(BaseSettings):
             ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies)
         )
         self._cors_origin_list = tuple(item.rstrip("/") for item in _split(self.cors_origins))
+        names = _split(self.registration_namespaces)
+        self._registration_namespace_set = frozenset(map(normalize_namespace, names)) if names else None
         return self
 
     def signing_key(self) -> str:

@@ -14,6 +14,7 @@ them), and README.md's error table lists exactly this catalogue (a test compares
     ├── TokenExpired                token_expired             401
     ├── RefreshTokenReused          refresh_token_reused      401
     ├── UserDisabled                user_disabled             403
+    ├── RegistrationClosed          registration_closed       403
     ├── UserNotFound                user_not_found            404
     ├── SessionNotFound             session_not_found         404
     ├── TooManyAttempts             too_many_attempts         429 (retry_after seconds)
@@ -42,6 +43,8 @@ class ErrorCode(StrEnum):
     PASSWORD_TOO_COMMON = "password_too_common"
     PASSWORD_CONTAINS_USERNAME = "password_contains_username"
     PASSWORD_CONTAINS_EMAIL = "password_contains_email"
+    PASSWORD_CONTAINS_NAMESPACE = "password_contains_namespace"
+    PASSWORD_TOO_SIMPLE = "password_too_simple"
     PASSWORD_INVALID = "password_invalid"
     TOO_MANY_EXTRA_KEYS = "too_many_extra_keys"
     REQUEST_TOO_LARGE = "request_too_large"
@@ -57,6 +60,7 @@ class ErrorCode(StrEnum):
     TOKEN_EXPIRED = "token_expired"
     REFRESH_TOKEN_REUSED = "refresh_token_reused"
     USER_DISABLED = "user_disabled"
+    REGISTRATION_CLOSED = "registration_closed"
     # Not found, wrong method
     NOT_FOUND = "not_found"
     USER_NOT_FOUND = "user_not_found"
@@ -144,6 +148,12 @@ class UserDisabled(UserServiceError):
     code = ErrorCode.USER_DISABLED
     status = 403
     message = "This account is disabled."
+
+
+class RegistrationClosed(UserServiceError):
+    code = ErrorCode.REGISTRATION_CLOSED
+    status = 403
+    message = "Registration is closed in this namespace; ask an operator for an account."
 
 
 class UserNotFound(UserServiceError):

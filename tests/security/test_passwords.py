@@ -9,6 +9,7 @@ from typing import Any
 
 import bcrypt
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import PASSWORD, WRONG, Api, Cli, MakeApi, assert_invalid_credentials, bearer, user_row
 from user_service.passwords import COMMON_PASSWORDS_FILE
@@ -30,6 +31,8 @@ RULES = {
         "password_contains_email",
         "must not contain the email address",
     ),
+    "contains-namespace": ("my app-x secret 42", "password_contains_namespace", "must not contain the namespace"),
+    "trivial-shape": ("abcdefghijk", "password_too_simple", "run of consecutive characters"),
 }
 
 
@@ -116,7 +119,7 @@ def test_minimum_length_setting_is_honoured(make_api: MakeApi, cli: Cli, monkeyp
 
 @pytest.mark.parametrize(
     "password",
-    [("mauve otter meadow " * 4)[:64], ("fjord lantern nine " * 4)[:72], "é" * 36, "🦊" * 18],
+    [("mauve otter meadow " * 4)[:64], ("fjord lantern nine " * 4)[:72], "ĉŝĝĥĵŭ" * 6, "🦊🐙🦉🐝🦋🐢" * 3],
     ids=["64-chars", "72-ascii-bytes", "72-bytes-two-byte", "72-bytes-four-byte"],
 )
 def test_passwords_up_to_72_bytes_are_accepted(api: Api, password: str) -> None:
@@ -154,6 +157,55 @@ def test_password_is_checked_exactly_as_given(api: Api, variant: str) -> None:
     assert api.login().status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("password", "phrase"),
+    [
+        (" " * 12, "only spaces"),
+        ("\u3000\t " * 4, "only spaces"),
+        ("zzzzzzzzzzzz", "more than two different characters"),
+        ("abababababab", "more than two different characters"),
+        ("abcdefghijklmn", "run of consecutive characters"),
+        ("98765432", "run of consecutive characters"),
+        ("abc1abc1abc1", "a few characters repeated"),
+    ],
+    ids=["spaces", "unicode-spaces", "one-character", "two-characters", "run-up", "run-down", "repeated-unit"],
+)
+def test_trivial_shapes_are_refused(api: Api, password: str, phrase: str) -> None:
+    """ASVS 5.0 6.2.4 and NIST SP 800-63B 5.1.1.2 (repetitive or sequential characters): a shape no length saves."""
+    assert_refused(api.register(password=password), "password_too_simple", phrase)
+
+
+COMPOSED, DECOMPOSED = "caf\u00e9 au lait s\u00fbr", "cafe\u0301 au lait su\u0302r"
+
+
+@pytest.mark.parametrize(
+    ("registered", "typed"),
+    [(COMPOSED, DECOMPOSED), (DECOMPOSED, COMPOSED), ("\uff50\uff41\uff53\uff53 word 42!", "pass word 42!")],
+    ids=["nfc-then-nfd", "nfd-then-nfc", "full-width"],
+)
+def test_a_password_typed_in_another_unicode_form_matches(api: Api, registered: str, typed: str) -> None:
+    """NIST SP 800-63B 5.1.1.2: passwords are normalized (NFKC) before hashing and checking."""
+    assert api.register(password=registered).status_code == 201
+
+    assert api.login(password=typed).status_code == 200
+    assert api.login(password=registered).status_code == 200
+
+
+def test_a_hash_made_before_normalization_still_matches_and_is_replaced(api: Api, service: UserService) -> None:
+    """An account whose hash was made of the password as typed (before passwords were normalized) logs in with it,
+    and the login stores the hash of the normal form, so the other forms match from then on."""
+    assert api.register(password=COMPOSED).status_code == 201
+    legacy = bcrypt.hashpw(DECOMPOSED.encode(), bcrypt.gensalt(4)).decode()
+    with service.engine.begin() as connection:
+        connection.execute(text("UPDATE users SET password_hash = :h WHERE username = 'alice'"), {"h": legacy})
+
+    assert api.login(password=DECOMPOSED).status_code == 200
+
+    assert user_row(service)["password_hash"] != legacy
+    assert api.login(password=COMPOSED).status_code == 200
+    assert api.login(password=DECOMPOSED).status_code == 200
+
+
 # -- 6.2.5 no composition rules -----------------------------------------------------------------------------------
 
 
@@ -165,7 +217,7 @@ def test_password_is_checked_exactly_as_given(api: Api, variant: str) -> None:
         "80629157341098",
         "pässwörter für alle",
         "fox in socks 🧦🦊",
-        "        x       ",
+        "   fox  in  socks   ",
     ],
     ids=["lowercase-passphrase", "lowercase-no-spaces", "digits-only", "accents", "emoji", "mostly-spaces"],
 )

@@ -81,7 +81,7 @@ def create_user(
                 "extra": extra_map or None,
             },
         )
-        profile = service.register(data)
+        profile = service.register(data, by_operator=True)
     if as_json:
         console.print_json(profile.model_dump_json())
     else:

@@ -92,9 +92,10 @@ class UserService:
 
     # -- accounts -----------------------------------------------------------------------------------------------
 
-    def register(self, data: RegisterRequest, *, ip: str | None = None) -> Profile:
-        """Create an account; UsernameTaken or EmailTaken when the namespace already has one."""
-        return accounts.register(self.context, data, ip=ip)
+    def register(self, data: RegisterRequest, *, ip: str | None = None, by_operator: bool = False) -> Profile:
+        """Create an account; UsernameTaken or EmailTaken when the namespace already has one. Self-service
+        registration follows REGISTRATION_ENABLED and REGISTRATION_NAMESPACES; `by_operator` bypasses them."""
+        return accounts.register(self.context, data, ip=ip, by_operator=by_operator)
 
     def get_user(self, *, namespace: str, username: str) -> Profile:
         return profiles.profile_of(self.context, accounts.find_user(self.context, namespace, username))

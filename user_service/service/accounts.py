@@ -5,7 +5,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict
 
-from user_service.errors import EmailTaken, InvalidInput, UserDisabled, UsernameTaken, UserNotFound
+from user_service.errors import (
+    EmailTaken,
+    InvalidInput,
+    RegistrationClosed,
+    UserDisabled,
+    UsernameTaken,
+    UserNotFound,
+)
 from user_service.events import security_event
 from user_service.passwords import check_password_policy
 from user_service.schemas import Profile, RegisterRequest, TokenPair
@@ -42,13 +49,23 @@ def find_user(ctx: Context, namespace: str, username: str) -> Account:
     return user
 
 
-def check_policy(ctx: Context, password: str, *, username: str, email: str | None) -> None:
-    check_password_policy(password, min_length=ctx.settings.password_min_length, username=username, email=email)
+def check_policy(ctx: Context, password: str, account: RegisterRequest | Account) -> None:
+    """The password policy for this account's password (its names may not appear in it)."""
+    check_password_policy(
+        password,
+        min_length=ctx.settings.password_min_length,
+        username=account.username,
+        email=account.email,
+        namespace=account.namespace,
+    )
 
 
-def register(ctx: Context, data: RegisterRequest, *, ip: str | None = None) -> Profile:
-    """Create an account; UsernameTaken or EmailTaken when the namespace already has one."""
-    check_policy(ctx, data.password, username=data.username, email=data.email)
+def register(ctx: Context, data: RegisterRequest, *, ip: str | None = None, by_operator: bool = False) -> Profile:
+    """Create an account; UsernameTaken or EmailTaken when the namespace already has one. Self-service registration
+    only where the settings leave it open; operators create accounts in any namespace."""
+    if not by_operator and not ctx.settings.registration_open(data.namespace):
+        raise RegistrationClosed()
+    check_policy(ctx, data.password, data)
     # A cheap look first, so a taken name costs no bcrypt; the unique constraints decide races below.
     _raise_if_taken(ctx, data.namespace, data.username, data.email)
     password_hash = ctx.passwords.hash(data.password)
@@ -106,7 +123,7 @@ def issue_tokens(ctx: Context, *, namespace: str, username: str, ttl_seconds: in
 def reset_password(ctx: Context, *, namespace: str, username: str, new_password: str) -> None:
     """Set a new password without the old one (operators); ends every session and clears a lock."""
     user = find_user(ctx, namespace, username)
-    check_policy(ctx, new_password, username=user.username, email=user.email)
+    check_policy(ctx, new_password, user)
     new_hash = ctx.passwords.hash(new_password)
     now = ctx.clock()
     with ctx.db.write() as tx:

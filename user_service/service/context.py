@@ -8,10 +8,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from user_service import security
 from user_service.config import Settings
+from user_service.passwords import normalize_password
 from user_service.service.database import Database
 from user_service.storage import AvatarStorage
 
@@ -25,7 +26,8 @@ def utcnow() -> datetime:
 
 
 class Passwords:
-    """Hashing and checking at the configured cost, and a check against a dummy hash for unknown accounts."""
+    """Hashing and checking at the configured cost, in Unicode normal form NFKC, and a check against a dummy hash
+    for unknown accounts."""
 
     def __init__(self, rounds: int) -> None:
         self.rounds = rounds
@@ -33,10 +35,20 @@ class Passwords:
         self._dummy_lock = threading.Lock()
 
     def hash(self, password: str) -> str:
-        return security.hash_password(password, self.rounds)
+        return security.hash_password(normalize_password(password), self.rounds)
+
+    def matching_form(self, password: str, password_hash: str) -> Literal["normal", "typed"] | None:
+        """Which form of the password matches the hash: its NFKC form, or (for a hash stored before passwords were
+        normalized) the form it was typed in; None when neither does."""
+        normal = normalize_password(password)
+        if security.check_password(normal, password_hash):
+            return "normal"
+        if normal != password and security.check_password(password, password_hash):
+            return "typed"
+        return None
 
     def check(self, password: str, password_hash: str) -> bool:
-        return security.check_password(password, password_hash)
+        return self.matching_form(password, password_hash) is not None
 
     def needs_rehash(self, password_hash: str) -> bool:
         return security.hash_rounds(password_hash) != self.rounds
@@ -46,7 +58,7 @@ class Passwords:
         with self._dummy_lock:
             if self._dummy_hash is None:
                 self._dummy_hash = self.hash(_DUMMY_PASSWORD)
-        security.check_password(password, self._dummy_hash)
+        self.check(password, self._dummy_hash)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ class _Attempt:
 
     account: Account
     client: str
+    form: str | None
     failures: int
     account_failures: int
     lock_seconds: int
@@ -60,8 +61,9 @@ def login(
     attempt = _check_password(ctx, user, password, now, ip=ip, gone=InvalidCredentials())
     if not attempt.account.is_active:
         raise UserDisabled()
-    verified = attempt.account
-    new_hash = ctx.passwords.hash(password) if ctx.passwords.needs_rehash(verified.password_hash) else None
+    # A hash of another cost, or of the password as typed before passwords were normalized, is replaced.
+    stale = attempt.form == "typed" or ctx.passwords.needs_rehash(attempt.account.password_hash)
+    new_hash = ctx.passwords.hash(password) if stale else None
     pair, session_id = _start_session(
         ctx, attempt, now=now, user_agent=user_agent, ip=ip, new_hash=new_hash, gone=InvalidCredentials()
     )
@@ -122,7 +124,7 @@ def _reserve(ctx: Context, user_id: uuid.UUID, client: str, now: datetime, *, go
             tx.execute(sql.INSERT_CLIENT_FAILURES, {"user_id": user_id, "client": client, **values})
         else:
             tx.execute(sql.SET_CLIENT_FAILURES, {"user_key": user_id, "client_key": client, **values})
-    return _Attempt(account, client, failures, account_failures, lock, account_lock)
+    return _Attempt(account, client, None, failures, account_failures, lock, account_lock)
 
 
 def _check_password(
@@ -135,8 +137,9 @@ def _check_password(
     except TooManyAttempts:
         security_event("login_refused_locked", **who)
         raise
-    if ctx.passwords.check(password, attempt.account.password_hash):
-        return attempt
+    form = ctx.passwords.matching_form(password, attempt.account.password_hash)
+    if form is not None:
+        return replace(attempt, form=form)
     security_event("login_failed", failures=attempt.failures, account_failures=attempt.account_failures, **who)
     if attempt.lock_seconds:
         security_event("lockout", seconds=attempt.lock_seconds, scope="client", **who)
@@ -188,7 +191,7 @@ def change_password(
     user = principal.user
     now = ctx.clock()
     attempt = _check_password(ctx, user, current_password, now, ip=ip, gone=InvalidToken())
-    accounts.check_policy(ctx, new_password, username=user.username, email=user.email)
+    accounts.check_policy(ctx, new_password, user)
     pair, session_id = _start_session(
         ctx,
         attempt,

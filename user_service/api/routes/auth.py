@@ -18,6 +18,7 @@ from user_service.errors import (
     NotAuthenticated,
     RateLimited,
     RefreshTokenReused,
+    RegistrationClosed,
     TokenExpired,
     TooManyAttempts,
     UserDisabled,
@@ -47,7 +48,9 @@ def token_response(pair: TokenPair) -> Response:
     "/register",
     status_code=status.HTTP_201_CREATED,
     summary="Create an account",
-    responses=responses(UsernameTaken, EmailTaken, InvalidInput, RateLimited, DatabaseUnavailable, validation=True),
+    responses=responses(
+        UsernameTaken, EmailTaken, RegistrationClosed, InvalidInput, RateLimited, DatabaseUnavailable, validation=True
+    ),
 )
 def register(body: RegisterRequest, service: ServiceDep, address: RegisterAddress) -> Profile:
     return service.register(body, ip=address)
