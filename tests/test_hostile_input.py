@@ -27,7 +27,7 @@ from user_service.db import make_engine
 from user_service.schemas import TokenPair
 from user_service.service import UserService
 
-REQUEST_MAX_BYTES = 1_048_576
+REQUEST_MAX_BYTES = 262_144
 
 
 def assert_handled(response: httpx.Response) -> None:

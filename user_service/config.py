@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     avatar_max_pixels: int = Field(default=16_777_216, ge=1, le=200_000_000)
     upload_dir: Path = Path("uploads")
     public_base_url: str | None = None
-    request_max_bytes: int = Field(default=1_048_576, ge=1024)
+    request_max_bytes: int = Field(default=262_144, ge=1024)
 
     rate_limit_enabled: bool = True
     rate_limit: str = "20/minute"

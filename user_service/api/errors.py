@@ -29,6 +29,10 @@ _HTTP_CODES = {
 }
 
 
+# The most problems a 422 describes; its `count` says how many there were.
+MAX_ISSUES = 10
+
+
 class RequestTooLarge(StarletteHTTPException):
     """Raised while reading a body that outgrew its limit; FastAPI lets HTTPException through its body parser."""
 
@@ -63,17 +67,19 @@ def _clean_loc(loc: Any) -> list[str | int]:
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    # The stock handler echoes the input back, which fails on bytes that are not UTF-8 and on NaN.
+    # The stock handler echoes the input back, which fails on bytes that are not UTF-8 and on NaN. Only the first
+    # few problems are described, with the count of all: the answer to a hostile body stays small.
     assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
     issues = [
         {
             "loc": _clean_loc(error.get("loc", ())),
             "msg": str(error.get("msg", "invalid")).removeprefix("Value error, "),
             "type": str(error.get("type", "value_error")),
         }
-        for error in exc.errors()
+        for error in errors[:MAX_ISSUES]
     ]
-    return JSONResponse({"detail": issues}, status_code=422)
+    return JSONResponse({"detail": issues, "count": len(errors)}, status_code=422)
 
 
 def _allowed_methods(request: Request) -> str:
@@ -123,6 +129,10 @@ def responses(*errors: type[UserServiceError], validation: bool = False) -> dict
         documented.setdefault(413, {"model": ErrorBody, "description": "code: `request_too_large`"})
         documented[422] = {
             "model": UnprocessableBody,
-            "description": "Malformed request (a list of problems), or input the core refused (a sentence and a code).",
+            "description": (
+                f"Malformed request (the first {MAX_ISSUES} problems and `count`, how many there were), or input the "
+                "core refused (a sentence and a code: `too_many_keys` for a JSON object with more keys than any "
+                "request takes)."
+            ),
         }
     return documented
