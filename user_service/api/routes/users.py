@@ -18,6 +18,7 @@ from user_service.api.deps import (
     rate_limited,
 )
 from user_service.api.errors import responses
+from user_service.api.ratelimit import AddressRateLimiter
 from user_service.api.routes.auth import token_response
 from user_service.errors import (
     DatabaseUnavailable,
@@ -69,13 +70,18 @@ def patch_me(body: ProfilePatch, principal: CurrentPrincipal, service: ServiceDe
 @router.post(
     "/me/avatar",
     summary="Upload an avatar (JPEG, PNG or WebP)",
-    responses=responses(*_AUTH_ERRORS, FileTooLarge, UnsupportedMediaType, validation=True),
+    responses=responses(*_AUTH_ERRORS, FileTooLarge, UnsupportedMediaType, RateLimited, validation=True),
 )
 def upload_avatar(
     file: Annotated[UploadFile, File(description="The image; its real type is detected from its bytes.")],
     principal: CurrentPrincipal,
     service: ServiceDep,
+    request: Request,
+    _address: Annotated[str | None, Depends(rate_limited("avatar"))],
 ) -> Profile:
+    # Decoding an image is the costliest work a request can ask for: counted per client address and per account.
+    limiter: AddressRateLimiter = request.app.state.rate_limiter
+    limiter.hit("avatar-user", str(principal.user.id))
     # The body was streamed into a temporary file (kept in memory up to 1 MiB, on disk beyond) while RequestGuard
     # counted it against the limit; the service reads that file in chunks.
     return service.set_avatar(principal.user.id, file.file)
