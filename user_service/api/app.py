@@ -51,6 +51,9 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
+        # Starlette would answer `/users/me/` with a redirect to an absolute URL built from the Host header, which
+        # the client controls: a path that does not match is a 404 like any other.
+        redirect_slashes=False,
     )
     app.state.service = service
     app.state.rate_limiter = AddressRateLimiter(settings)
