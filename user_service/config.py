@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit: str = "20/minute"
     redis_url: str | None = None
+    rate_limit_key_prefix: str | None = None
+    rate_limit_redis_timeout_seconds: float = Field(default=0.3, gt=0, le=10)
     trusted_proxies: str = ""
     cors_origins: str = ""
     log_format: Literal["text", "json"] = "text"
@@ -107,6 +109,15 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("rate_limit_key_prefix")
+    @classmethod
+    def _key_prefix_is_plain(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,100}", value):
+            raise ValueError("RATE_LIMIT_KEY_PREFIX must be 1-100 characters of letters, digits and . _ : -")
         return value
 
     @field_validator("trusted_proxies")
