@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     rate_limit_redis_timeout_seconds: float = Field(default=0.3, gt=0, le=10)
     trusted_proxies: str = ""
     cors_origins: str = ""
+    docs_enabled: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
