@@ -34,6 +34,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service.keep_reader_for_this_thread()
     yield
     service.close()
+    limiter: AddressRateLimiter = app.state.rate_limiter
+    limiter.close()
 
 
 def create_app(

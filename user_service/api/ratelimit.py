@@ -151,6 +151,12 @@ class AddressRateLimiter:
             with self._pending_lock:
                 self._pending -= 1
 
+    def close(self) -> None:
+        """Let the limiter's threads end (calls in progress finish; each is bounded by the Redis timeout)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
     def _threads(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=REDIS_THREADS, thread_name_prefix="user-service-ratelimit")
