@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     avatar_max_pixels: int = Field(default=16_777_216, ge=1, le=200_000_000)
     upload_dir: Path = Path("uploads")
     public_base_url: str | None = None
-    request_max_bytes: int = Field(default=1_048_576, ge=1024)
+    request_max_bytes: int = Field(default=262_144, ge=1024)
 
     registration_enabled: bool = True
     registration_namespaces: str = ""
@@ -90,8 +90,11 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit: str = "20/minute"
     redis_url: str | None = None
+    rate_limit_key_prefix: str | None = None
+    rate_limit_redis_timeout_seconds: float = Field(default=0.3, gt=0, le=10)
     trusted_proxies: str = ""
     cors_origins: str = ""
+    docs_enabled: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -110,6 +113,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"REGISTRATION_NAMESPACES: {item!r} is not a namespace") from None
         return value
 
+    http_max_header_bytes: int = Field(default=32_768, ge=1024, le=1_048_576)
+    http_max_headers: int = Field(default=100, ge=10, le=1000)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    http_max_connections: int = Field(default=1000, ge=1, le=100_000)
+
     @field_validator("rate_limit")
     @classmethod
     def _rate_limit_parses(cls, value: str) -> str:
@@ -124,6 +133,15 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("rate_limit_key_prefix")
+    @classmethod
+    def _key_prefix_is_plain(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,100}", value):
+            raise ValueError("RATE_LIMIT_KEY_PREFIX must be 1-100 characters of letters, digits and . _ : -")
         return value
 
     @field_validator("trusted_proxies")

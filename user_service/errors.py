@@ -48,6 +48,8 @@ class ErrorCode(StrEnum):
     PASSWORD_INVALID = "password_invalid"
     TOO_MANY_EXTRA_KEYS = "too_many_extra_keys"
     REQUEST_TOO_LARGE = "request_too_large"
+    TOO_MANY_KEYS = "too_many_keys"
+    HEADERS_TOO_LARGE = "headers_too_large"
     FILE_TOO_LARGE = "file_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     # Conflicts

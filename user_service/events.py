@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,15 +49,40 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str, ensure_ascii=False)
 
 
+# Characters that end a line or change a terminal in some viewer: C0 and C1 controls, DEL, the Unicode separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# A value holding any of these is written quoted, so that it cannot pass for several fields.
+_NEEDS_QUOTES = re.compile('[\\s="\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char, f"\\u{ord(char):04x}")
+
+
+def quote_value(value: object) -> str:
+    """A field value as it goes into a text log line: as it is when plain, else quoted with `"` and `\\` escaped
+    and every control character written as an escape, so one line can never look like two or gain fields."""
+    text = str(value)
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _CONTROL.sub(_escape_control, escaped) + '"'
+
+
 class TextFormatter(logging.Formatter):
-    """`time level logger message key=value ...`."""
+    """`time level logger message key=value ...`; values quoted when they need it, control characters escaped."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # A message can carry client text (uvicorn's access log writes the request path, decoded).
+        return _CONTROL.sub(_escape_control, super().formatMessage(record))
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extra = " ".join(f"{key}={value}" for key, value in _fields(record).items() if key != "event")
+        extra = " ".join(f"{key}={quote_value(value)}" for key, value in _fields(record).items() if key != "event")
         return f"{line} {extra}" if extra else line
 
 

@@ -23,6 +23,14 @@ MEDIA_TYPES = dict(ACCEPTED_FORMATS.values())
 # threads would leave a few MiB behind in each).
 _DECODERS = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="user-service-image")
 _DRAFT_SIZE = (256, 256)
+# A progressive JPEG is decoded once per scan (an SOS marker), and nothing in libjpeg bounds how many there are: a
+# small file of repeated scans costs minutes of CPU. Real encoders write 1 (baseline) to about 12 scans, and
+# libjpeg-turbo's own tools warn at 100. The cost of a scan is in proportion to the pixels, so a large image gets
+# fewer: at the pixel limit, at most SCANS_AT_MAX_PIXELS.
+MAX_JPEG_SCANS = 100
+SCANS_AT_MAX_PIXELS = 32
+_SOS = b"\xff\xda"
+_CHUNK_BYTES = 64 * 1024
 
 
 def detect_image(source: BinaryIO, *, max_pixels: int) -> str:
@@ -31,8 +39,28 @@ def detect_image(source: BinaryIO, *, max_pixels: int) -> str:
     return _DECODERS.submit(_decode, source, max_pixels).result()
 
 
+def jpeg_scan_count(source: BinaryIO) -> int:
+    """How many start-of-scan markers a JPEG holds, read in chunks from where `source` stands (which is restored).
+
+    Entropy-coded data never holds the marker's two bytes (a 0xFF there is followed by 0x00 or a restart marker),
+    so only a marker inside another segment's payload, such as an EXIF thumbnail's, counts in excess.
+    """
+    start = source.tell()
+    count, tail = 0, b""
+    try:
+        while chunk := source.read(_CHUNK_BYTES):
+            window = tail + chunk
+            count += window.count(_SOS)
+            # The last byte goes on with the next chunk, so that a marker split across two chunks counts.
+            tail = window[-1:]
+    finally:
+        source.seek(start)
+    return count
+
+
 def _decode(source: BinaryIO, max_pixels: int) -> str:
     try:
+        scans = jpeg_scan_count(source) if _is_jpeg(source) else 0
         with Image.open(source, formats=list(ACCEPTED_FORMATS)) as image:
             fmt = image.format or ""
             width, height = image.size
@@ -41,6 +69,10 @@ def _decode(source: BinaryIO, max_pixels: int) -> str:
             if width * height > max_pixels:
                 raise UnsupportedMediaType(
                     f"The image has {width}x{height} pixels; at most {max_pixels} pixels are accepted."
+                )
+            if fmt == "JPEG" and (scans > MAX_JPEG_SCANS or scans * width * height > SCANS_AT_MAX_PIXELS * max_pixels):
+                raise UnsupportedMediaType(
+                    f"The JPEG has {scans} scans for {width}x{height} pixels: too costly to decode."
                 )
             if fmt == "JPEG":
                 # Decoding at reduced scale still reads every byte of the stream, at a fraction of the memory.
@@ -51,3 +83,11 @@ def _decode(source: BinaryIO, max_pixels: int) -> str:
     except Exception:  # Pillow signals corrupt input with many exception types
         raise UnsupportedMediaType() from None
     return ACCEPTED_FORMATS[fmt][0]
+
+
+def _is_jpeg(source: BinaryIO) -> bool:
+    start = source.tell()
+    try:
+        return source.read(2) == b"\xff\xd8"
+    finally:
+        source.seek(start)

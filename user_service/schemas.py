@@ -115,10 +115,12 @@ class ValidationIssue(BaseModel):
 
 
 class UnprocessableBody(BaseModel):
-    """A 422: FastAPI's list of problems for malformed requests, or a sentence and a code from the core."""
+    """A 422: the first problems of a malformed request (with `count`, how many there were), or a sentence from the
+    core; either way with the code of the rule that refused it."""
 
     detail: list[ValidationIssue] | str
-    code: str | None = None
+    code: str
+    count: int | None = None
 
 
 class Health(BaseModel):

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from user_service import __version__
+from user_service.api.docs import install_docs
 from user_service.api.errors import install_error_handlers
 from user_service.api.middleware import RequestGuard
 from user_service.api.ratelimit import AddressRateLimiter
@@ -33,6 +34,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service.keep_reader_for_this_thread()
     yield
     service.close()
+    limiter: AddressRateLimiter = app.state.rate_limiter
+    limiter.close()
 
 
 def create_app(
@@ -50,7 +53,14 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": True},
+        # The docs pages are this package's own (scripts pinned with integrity hashes); DOCS_ENABLED=false leaves
+        # the schema unpublished too.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        # Starlette would answer `/users/me/` with a redirect to an absolute URL built from the Host header, which
+        # the client controls: a path that does not match is a 404 like any other.
+        redirect_slashes=False,
     )
     app.state.service = service
     app.state.rate_limiter = AddressRateLimiter(settings)
@@ -70,4 +80,6 @@ def create_app(
     # The most frequent request, GET /users/me, is matched first: routers are tried in this order.
     for area in (users, auth, health, uploads):
         app.include_router(area.router)
+    if settings.docs_enabled:
+        install_docs(app)
     return app

@@ -76,20 +76,23 @@ async def client_address(request: Request) -> str | None:
     return peer
 
 
-def _is_ip(value: str) -> bool:
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address, or None; an IPv6 scope id (`fe80::1%<any text>`) is refused, since it can hold any text."""
+    if "%" in value:
+        return None
     try:
-        ipaddress.ip_address(value)
+        return ipaddress.ip_address(value)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _is_ip(value: str) -> bool:
+    return _ip(value) is not None
 
 
 def _is_in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
+    ip = _ip(address)
+    return ip is not None and any(ip in network for network in networks)
 
 
 ClientAddress = Annotated[str | None, Depends(client_address)]
@@ -103,17 +106,14 @@ UserAgent = Annotated[str | None, Depends(user_agent)]
 
 
 def rate_limited(endpoint: str) -> Callable[[Request], Awaitable[str | None]]:
-    """A dependency counting this request against the client address's limit for `endpoint` (in a worker thread
-    when the counts live in Redis); it gives the client address it counted, so that a route needs no second
+    """A dependency counting this request against the client address's limit for `endpoint` (on the limiter's own
+    threads when the counts live in Redis); it gives the client address it counted, so that a route needs no second
     dependency for it."""
 
     async def check(request: Request) -> str | None:
         address = await client_address(request)
         limiter: AddressRateLimiter = request.app.state.rate_limiter
-        if limiter.blocks:
-            await run_in_threadpool(limiter.hit, endpoint, address)
-        else:
-            limiter.hit(endpoint, address)
+        await limiter.hit_async(endpoint, address)
         return address
 
     return check

@@ -14,7 +14,7 @@ from starlette.routing import Match
 
 from user_service.errors import ErrorCode, TooManyAttempts, UserServiceError
 from user_service.schemas import ErrorBody, UnprocessableBody
-from user_service.validation import error_code, error_message
+from user_service.validation import MAX_PROBLEMS, error_code, error_message
 
 log = logging.getLogger("user_service.api")
 
@@ -28,6 +28,9 @@ _HTTP_CODES = {
     413: ErrorCode.REQUEST_TOO_LARGE,
     415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
+
+
+# The most problems a 422 describes; its `count` says how many there were.
 
 
 class RequestTooLarge(StarletteHTTPException):
@@ -64,15 +67,17 @@ def _clean_loc(loc: Any) -> list[str | int]:
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    # The stock handler echoes the input back, which fails on bytes that are not UTF-8 and on NaN.
+    # The stock handler echoes the input back, which fails on bytes that are not UTF-8 and on NaN. Only the first
+    # few problems are described, with the count of all: the answer to a hostile body stays small.
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     issues = [
         {"loc": _clean_loc(error.get("loc", ())), "msg": error_message(error), "type": str(error.get("type", ""))}
-        for error in errors
+        for error in errors[:MAX_PROBLEMS]
     ]
-    # The code of the rule that refused the input, as the core and the CLI give it for the same rule.
-    return JSONResponse({"detail": issues, "code": error_code(errors)}, status_code=422)
+    # The first problems and how many there were; and the code of the rule that refused the input, as the core and
+    # the CLI give it for the same rule.
+    return JSONResponse({"detail": issues, "count": len(errors), "code": error_code(errors)}, status_code=422)
 
 
 def _allowed_methods(request: Request) -> str:
@@ -124,6 +129,10 @@ def responses(*errors: type[UserServiceError], validation: bool = False) -> dict
         documented.setdefault(413, {"model": ErrorBody, "description": "code: `request_too_large`"})
         documented[422] = {
             "model": UnprocessableBody,
-            "description": "Malformed request (a list of problems), or input the core refused (a sentence and a code).",
+            "description": (
+                f"Malformed request (the first {MAX_PROBLEMS} problems and `count`, how many there were), or input the "
+                "core refused (a sentence and a code: `too_many_keys` for a JSON object with more keys than any "
+                "request takes)."
+            ),
         }
     return documented

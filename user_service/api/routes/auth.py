@@ -32,6 +32,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 RegisterAddress = Annotated[str | None, Depends(rate_limited("register"))]
 LoginAddress = Annotated[str | None, Depends(rate_limited("login"))]
 RefreshAddress = Annotated[str | None, Depends(rate_limited("refresh"))]
+LogoutAddress = Annotated[str | None, Depends(rate_limited("logout"))]
 
 
 # Token responses must never be cached (RFC 6749 5.1).
@@ -87,9 +88,9 @@ def refresh(body: RefreshRequest, service: ServiceDep, address: RefreshAddress) 
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="End the session of a refresh token (its refresh and access tokens stop working)",
-    responses=responses(DatabaseUnavailable, validation=True),
+    responses=responses(RateLimited, DatabaseUnavailable, validation=True),
 )
-def logout(body: LogoutRequest, service: ServiceDep, address: ClientAddress) -> None:
+def logout(body: LogoutRequest, service: ServiceDep, address: LogoutAddress) -> None:
     service.logout(body.refresh_token, ip=address)
 
 

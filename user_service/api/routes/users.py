@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, status
 from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
 
 from user_service.api.deps import (
     BEARER,
@@ -18,6 +19,7 @@ from user_service.api.deps import (
     rate_limited,
 )
 from user_service.api.errors import responses
+from user_service.api.ratelimit import AddressRateLimiter
 from user_service.api.routes.auth import token_response
 from user_service.errors import (
     DatabaseUnavailable,
@@ -60,25 +62,36 @@ async def read_me(request: Request) -> Response:
 @router.patch(
     "/me",
     summary="Change the caller's profile (JSON Merge Patch)",
-    responses=responses(*_AUTH_ERRORS, EmailTaken, InvalidInput, validation=True),
+    responses=responses(*_AUTH_ERRORS, EmailTaken, InvalidInput, RateLimited, validation=True),
 )
-def patch_me(body: ProfilePatch, principal: CurrentPrincipal, service: ServiceDep) -> Profile:
-    return service.update_profile(principal.user.id, body)
+async def patch_me(
+    body: ProfilePatch, principal: CurrentPrincipal, service: ServiceDep, request: Request, address: ClientAddress
+) -> Profile:
+    if "email" in body.model_fields_set:
+        # A taken email is refused, which tells whether it is taken: counted per address like registration.
+        limiter: AddressRateLimiter = request.app.state.rate_limiter
+        await limiter.hit_async("email", address)
+    return await run_in_threadpool(service.update_profile, principal.user.id, body)
 
 
 @router.post(
     "/me/avatar",
     summary="Upload an avatar (JPEG, PNG or WebP)",
-    responses=responses(*_AUTH_ERRORS, FileTooLarge, UnsupportedMediaType, validation=True),
+    responses=responses(*_AUTH_ERRORS, FileTooLarge, UnsupportedMediaType, RateLimited, validation=True),
 )
-def upload_avatar(
+async def upload_avatar(
     file: Annotated[UploadFile, File(description="The image; its real type is detected from its bytes.")],
     principal: CurrentPrincipal,
     service: ServiceDep,
+    request: Request,
+    _address: Annotated[str | None, Depends(rate_limited("avatar"))],
 ) -> Profile:
+    # Decoding an image is the costliest work a request can ask for: counted per client address and per account.
+    limiter: AddressRateLimiter = request.app.state.rate_limiter
+    await limiter.hit_async("avatar-user", str(principal.user.id))
     # The body was streamed into a temporary file (kept in memory up to 1 MiB, on disk beyond) while RequestGuard
     # counted it against the limit; the service reads that file in chunks.
-    return service.set_avatar(principal.user.id, file.file)
+    return await run_in_threadpool(service.set_avatar, principal.user.id, file.file)
 
 
 @router.post(
