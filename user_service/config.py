@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     db_pool_recycle_seconds: int = Field(default=1800, ge=-1)
     db_connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
+    # PostgreSQL session limits: a held row lock or a runaway statement costs the requests that wait on it a bounded
+    # wait, never the whole pool.
+    db_lock_timeout_seconds: float = Field(default=2.0, gt=0, le=300)
+    db_statement_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    db_idle_in_transaction_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     jwt_secret_key: SecretStr | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"

@@ -101,8 +101,25 @@ def make_engine(settings: Settings) -> Engine:
             "keepalives_interval": 5,
             "keepalives_count": 3,
             "tcp_user_timeout": 15_000,
+            "options": session_options(settings),
         },
     )
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def session_options(settings: Settings) -> str:
+    """PostgreSQL startup options bounding how long one session may wait on a lock, run one statement, or sit idle
+    inside a transaction: a row locked elsewhere then costs the requests for that row a bounded wait (and a 503),
+    never every connection of the pool."""
+    limits = {
+        "lock_timeout": settings.db_lock_timeout_seconds,
+        "statement_timeout": settings.db_statement_timeout_seconds,
+        "idle_in_transaction_session_timeout": settings.db_idle_in_transaction_timeout_seconds,
+    }
+    return " ".join(f"-c {name}={_milliseconds(seconds)}" for name, seconds in limits.items())
 
 
 class _NoResultRows(logging.Filter):

@@ -84,6 +84,9 @@ def migrate_to(engine: Engine, target: str = "head") -> tuple[str | None, str | 
     config = _config()
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
+            # The service's session limits are for requests: a migration waits its turn and runs to the end.
+            connection.execute(text("SET LOCAL lock_timeout = 0"))
+            connection.execute(text("SET LOCAL statement_timeout = 0"))
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         found = MigrationContext.configure(connection).get_current_revision()
         before = str(found) if found else None
