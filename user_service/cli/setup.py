@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -80,17 +81,51 @@ def _migrate(settings: Settings, target: str) -> None:
         console.print(f"Database migrated from {before or 'base'} to {after or 'base'}.")
 
 
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _confirm_downgrade(settings: Settings, revision: str, yes: bool) -> None:
+    """Going down drops tables or columns: it needs --yes, or a yes typed at a terminal."""
+    from user_service import migrations
+    from user_service.db import make_engine
+
+    with cli_errors():
+        target = migrations.resolve(revision)
+    engine = make_engine(settings)
+    try:
+        with cli_errors():
+            before = migrations.current_revision(engine)
+            if not migrations.is_downgrade(before, target):
+                return
+            users = migrations.count_users(engine)
+    finally:
+        engine.dispose()
+    what = "every table" if target == "base" else "what later revisions added"
+    question = f"migrating down from {before} to {target} drops {what}; the database holds {users} user(s)"
+    if yes:
+        return
+    if not _interactive():
+        exit_with_error(f"{question}; pass --yes to go ahead")
+    if not typer.confirm(f"{question}. Go ahead?", default=False):
+        exit_with_error("nothing changed")
+
+
 def migrate(
     revision: Annotated[
         str, typer.Option("--revision", "-r", help="Target: head, base, or a revision id (up or down).")
     ] = "head",
     current: Annotated[bool, typer.Option("--current", help="Show the current and latest revision only.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Migrate down without asking (it drops tables or columns).")
+    ] = False,
     env_file: EnvFileOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Migrate the database schema (to the latest revision unless --revision says otherwise)."""
     settings = settings_from(env_file, database_url)
     if not current:
+        _confirm_downgrade(settings, revision, yes)
         _migrate(settings, revision)
         return
     from user_service import migrations
