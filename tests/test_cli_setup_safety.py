@@ -3,16 +3,19 @@ own, read exactly the settings they are given, create nothing when only asked to
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from dotenv import dotenv_values
 from sqlalchemy import inspect
 
 from tests.conftest import PASSWORD, Cli
 from user_service import migrations
 from user_service.cli import setup
-from user_service.config import Settings
+from user_service.config import Settings, secret_problem
 from user_service.db import make_engine
 
 TABLES = {"users", "auth_sessions", "refresh_tokens"}
@@ -112,3 +115,49 @@ def test_migrating_up_needs_no_confirmation(cli: Cli, db_url: str, schema_restor
 
     assert result.exit_code == 0, result.output
     assert tables_of(db_url) == TABLES
+
+
+# -- init --force -------------------------------------------------------------------------------------------------
+
+
+def test_init_force_replaces_only_the_secret(cli: Cli, db_url: str) -> None:
+    # The environment names no database: the one in the file is the deployment's.
+    del cli.env["DATABASE_URL"]
+    env_file = Path(".env")
+    old_secret = "an-old-deployment-secret-Q7vR2mX9kL4pW8zT3nB6"
+    env_file.write_text(
+        f"# our deployment\nDATABASE_URL={db_url}\nJWT_SECRET_KEY={old_secret}\nLOGIN_MAX_FAILURES=3\n"
+        "REDIS_URL=redis://127.0.0.1:6379/5\n",
+        encoding="utf-8",
+    )
+    env_file.chmod(0o644)
+
+    result = cli("init", "--force")
+
+    assert result.exit_code == 0, result.output
+    written = dotenv_values(env_file)
+    assert written["JWT_SECRET_KEY"] != old_secret
+    assert secret_problem(str(written["JWT_SECRET_KEY"])) is None
+    assert {**written, "JWT_SECRET_KEY": None} == {
+        "DATABASE_URL": db_url,
+        "JWT_SECRET_KEY": None,
+        "LOGIN_MAX_FAILURES": "3",
+        "REDIS_URL": "redis://127.0.0.1:6379/5",
+    }
+    assert env_file.read_text(encoding="utf-8").startswith("# our deployment\n")
+    assert "kept" in result.stdout
+    # The new secret is readable by the owner only, whatever mode the file had.
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert not Path("user-service.db").exists()
+
+
+def test_init_force_with_a_database_url_changes_that_setting_too(cli: Cli, db_url: str) -> None:
+    env_file = Path(".env")
+    env_file.write_text("DATABASE_URL=sqlite:///elsewhere.db\nLOG_LEVEL=WARNING\n", encoding="utf-8")
+
+    result = cli("init", "--force", "--database-url", db_url)
+
+    assert result.exit_code == 0, result.output
+    written = dotenv_values(env_file)
+    assert (written["DATABASE_URL"], written["LOG_LEVEL"]) == (db_url, "WARNING")
+    assert not Path("elsewhere.db").exists()

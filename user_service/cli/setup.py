@@ -6,6 +6,8 @@ import os
 import re
 import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -38,28 +40,55 @@ def _set_line(content: str, name: str, value: str) -> str:
     return content.rstrip("\n") + f"\n{line}\n"
 
 
+@contextmanager
+def _file_errors() -> Iterator[None]:
+    """A file or folder that cannot be read or written ends the command in one line."""
+    try:
+        yield
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        exit_with_error(f"{exc.strerror or type(exc).__name__}{where}")
+
+
+def _write_private(path: Path, content: str) -> None:
+    """Write the file readable by its owner only (it holds the secret), whatever mode an older copy had."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(content)
+
+
 def init(
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing env file.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the secret of an existing env file, keeping its other settings.")
+    ] = False,
     env_file: Annotated[Path, typer.Option("--env-file", help="Where to write the settings.")] = Path(".env"),
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Write .env with a fresh secret, create the upload folder and migrate the database to the latest schema."""
     from user_service.resources import shipped_path
 
-    if env_file.exists() and not force:
-        exit_with_error(f"{env_file} already exists; pass --force to overwrite it (its secret would change)")
-    with cli_errors():
-        content = shipped_path("env.example", ".env.example").read_text(encoding="utf-8")
+    existing = env_file.exists()
+    if existing and not force:
+        exit_with_error(f"{env_file} already exists; pass --force to give it a new secret (its other settings stay)")
+    with cli_errors(), _file_errors():
+        if existing:
+            content = env_file.read_text(encoding="utf-8")
+        else:
+            content = shipped_path("env.example", ".env.example").read_text(encoding="utf-8")
     content = _set_line(content, "JWT_SECRET_KEY", secrets.token_urlsafe(48))
     if database_url:
         content = _set_line(content, "DATABASE_URL", database_url)
-    env_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(content)
-    console.print(f"Wrote {env_file} with a new JWT_SECRET_KEY.")
+    with _file_errors():
+        _write_private(env_file, content)
+    if existing:
+        console.print(f"Replaced JWT_SECRET_KEY in {env_file}; every other setting in it was kept.")
+    else:
+        console.print(f"Wrote {env_file} with a new JWT_SECRET_KEY.")
     settings = settings_from(env_file, database_url)
-    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    with _file_errors():
+        settings.upload_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"Upload folder: {settings.upload_dir}")
     _migrate(settings, "head")
     console.print("Next: [bold]user-service serve[/bold]  (then open http://127.0.0.1:8000/docs)")
