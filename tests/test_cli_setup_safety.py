@@ -3,19 +3,21 @@ own, read exactly the settings they are given, create nothing when only asked to
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from dotenv import dotenv_values
 from sqlalchemy import inspect
 
-from tests.conftest import PASSWORD, Cli
+from tests.conftest import PASSWORD, TEST_SECRET, Cli
 from user_service import migrations
-from user_service.cli import setup
-from user_service.config import Settings, secret_problem
+from user_service.cli import _server, setup
+from user_service.config import Settings, load_settings, secret_problem
 from user_service.db import make_engine
 
 TABLES = {"users", "auth_sessions", "refresh_tokens"}
@@ -161,3 +163,48 @@ def test_init_force_with_a_database_url_changes_that_setting_too(cli: Cli, db_ur
     written = dotenv_values(env_file)
     assert (written["DATABASE_URL"], written["LOG_LEVEL"]) == (db_url, "WARNING")
     assert not Path("elsewhere.db").exists()
+
+
+# -- serve --env-file ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def worker_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Settings]]:
+    """Stands in for uvicorn: records the settings a worker process would build with `create_app()`, which reads
+    them with `load_settings()` from the environment `serve` hands over."""
+    built: list[Settings] = []
+
+    def run(settings: Settings, **options: Any) -> None:
+        built.append(load_settings())
+
+    monkeypatch.setattr(_server, "run_server", run)
+    with patch.dict(os.environ):
+        yield built
+
+
+def test_serve_env_file_is_the_workers_whole_configuration(
+    cli: Cli, db_url: str, tmp_path: Path, worker_settings: list[Settings]
+) -> None:
+    for name in ("DATABASE_URL", "JWT_SECRET_KEY"):
+        del cli.env[name]
+    Path(".env").write_text("REDIS_URL=redis://127.0.0.1:6379/9\nLOG_LEVEL=DEBUG\n", encoding="utf-8")
+    given = tmp_path / "service.env"
+    given.write_text(f"DATABASE_URL={db_url}\nJWT_SECRET_KEY={TEST_SECRET}\n", encoding="utf-8")
+
+    result = cli("serve", "--env-file", str(given))
+
+    assert result.exit_code == 0, result.output
+    [worker] = worker_settings
+    assert worker.redis_url is None
+    assert worker.log_level == "INFO"
+    assert worker.database_url == db_url
+
+
+def test_serve_without_env_file_hands_workers_the_working_directorys(cli: Cli, worker_settings: list[Settings]) -> None:
+    Path(".env").write_text("REDIS_URL=redis://127.0.0.1:6379/9\n", encoding="utf-8")
+
+    result = cli("serve")
+
+    assert result.exit_code == 0, result.output
+    [worker] = worker_settings
+    assert worker.redis_url == "redis://127.0.0.1:6379/9"

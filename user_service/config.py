@@ -6,6 +6,7 @@ Nothing here runs at import time: a `Settings()` call reads the environment when
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -170,13 +171,25 @@ class Settings(BaseSettings):
         return self.jwt_secret_key.get_secret_value()
 
 
+# Names the env file `load_settings()` reads instead of ./.env; empty: no file at all. `serve` sets it for its
+# workers, so that they read exactly the file it was given.
+ENV_FILE_VARIABLE = "USER_SERVICE_ENV_FILE"
+
+
 def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:
-    """Read settings from the environment and an env file, turning validation errors into one message."""
+    """Read settings from the environment and an env file (`env_file`, else the one USER_SERVICE_ENV_FILE names,
+    else ./.env), turning validation errors into one message."""
     from pydantic import ValidationError
 
+    values: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
+    named = os.environ.get(ENV_FILE_VARIABLE)
+    if env_file is None and named is not None:
+        if named.strip() == "":
+            values["_env_file"] = None
+        else:
+            env_file = Path(named)
     if env_file is not None and not env_file.is_file():
         raise ConfigurationError(f"env file not found: {env_file}")
-    values: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
     if env_file is not None:
         values["_env_file"] = env_file
     try:

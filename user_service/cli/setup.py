@@ -171,8 +171,13 @@ def migrate(
     console.print(f"current: {now_at or 'base'}\nhead:    {head}\n{state}")
 
 
-def _export(settings: Settings) -> None:
-    """Hand the resolved settings to uvicorn's worker processes through their environment."""
+def _export(settings: Settings, env_file: Path | None) -> None:
+    """Hand the resolved settings to uvicorn's worker processes through their environment, and name the one env file
+    they may read (the one given, else ./.env as here), so that a setting unset here stays unset there."""
+    from user_service.config import ENV_FILE_VARIABLE
+
+    chosen = env_file if env_file is not None else Path(".env")
+    os.environ[ENV_FILE_VARIABLE] = str(chosen.resolve()) if chosen.is_file() else ""
     for name, value in settings.model_dump().items():
         key = name.upper()
         if value is None:
@@ -208,5 +213,5 @@ def serve(
 
     from user_service.cli._server import run_server
 
-    _export(settings)
+    _export(settings, env_file)
     run_server(settings, host=host, port=port, workers=workers, reload=reload)
