@@ -17,6 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from user_service.errors import ConfigurationError
 
 SECRET_MIN_LENGTH = 32
+# Upper bounds of the durations: far beyond any sensible value, far below what a date or an interval can hold.
+TEN_YEARS_SECONDS = 10 * 365 * 86_400
+ONE_YEAR_SECONDS = 365 * 86_400
+ONE_DAY_SECONDS = 86_400
+# The longest access token the service issues (the bound of ACCESS_TOKEN_TTL_SECONDS).
+MAX_ACCESS_TOKEN_TTL_SECONDS = ONE_DAY_SECONDS
 _KEY_BYTES_FOR = {"HS256": 32, "HS384": 48, "HS512": 64}
 _PLACEHOLDER_WORDS = ("replace-me", "change-me", "changeme", "changethis", "placeholder", "example")
 
@@ -56,7 +62,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1, le=1000)
     db_max_overflow: int = Field(default=10, ge=0, le=1000)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    db_pool_recycle_seconds: int = Field(default=1800, ge=-1)
+    db_pool_recycle_seconds: int = Field(default=1800, ge=-1, le=ONE_DAY_SECONDS)
     db_connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
     # PostgreSQL session limits: a held row lock or a runaway statement costs the requests that wait on it a bounded
     # wait, never the whole pool.
@@ -68,22 +74,22 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_issuer: str = Field(default="user-service", min_length=1)
     jwt_audience: str = Field(default="user-service", min_length=1)
-    access_token_ttl_seconds: int = Field(default=900, ge=1, le=86_400)
-    refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=60)
-    session_max_lifetime_seconds: int = Field(default=7_776_000, ge=60)
+    access_token_ttl_seconds: int = Field(default=900, ge=1, le=MAX_ACCESS_TOKEN_TTL_SECONDS)
+    refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=60, le=TEN_YEARS_SECONDS)
+    session_max_lifetime_seconds: int = Field(default=7_776_000, ge=60, le=TEN_YEARS_SECONDS)
 
     bcrypt_rounds: int = Field(default=12, ge=4, le=20)
     password_min_length: int = Field(default=8, ge=8, le=72)
 
     login_max_failures: int = Field(default=10, ge=1, le=100)
-    login_lockout_seconds: int = Field(default=30, ge=1)
-    login_lockout_max_seconds: int = Field(default=900, ge=1)
+    login_lockout_seconds: int = Field(default=30, ge=1, le=ONE_DAY_SECONDS)
+    login_lockout_max_seconds: int = Field(default=900, ge=1, le=ONE_YEAR_SECONDS)
 
     avatar_max_bytes: int = Field(default=2_097_152, ge=1024, le=64 * 1024 * 1024)
     avatar_max_pixels: int = Field(default=16_777_216, ge=1, le=200_000_000)
     upload_dir: Path = Path("uploads")
     public_base_url: str | None = None
-    request_max_bytes: int = Field(default=1_048_576, ge=1024)
+    request_max_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1024 * 1024)
 
     rate_limit_enabled: bool = True
     rate_limit: str = "20/minute"
