@@ -208,3 +208,65 @@ def test_serve_without_env_file_hands_workers_the_working_directorys(cli: Cli, w
     assert result.exit_code == 0, result.output
     [worker] = worker_settings
     assert worker.redis_url == "redis://127.0.0.1:6379/9"
+
+
+# -- database URLs, and looking without creating ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["not a url", "mysql://user:hunter2secret@127.0.0.1/accounts", "postgresql://user:hunter2secret@127.0.0.1:port/db"],
+    ids=["unparsable", "unknown scheme", "bad port"],
+)
+@pytest.mark.parametrize("command", [["migrate"], ["migrate", "--current"], ["serve"], ["init"]])
+def test_a_bad_database_url_is_one_line(cli: Cli, url: str, command: list[str]) -> None:
+    cli.env["DATABASE_URL"] = url
+
+    message = one_line_error(cli(*command))
+
+    assert "DATABASE_URL" in message
+    assert "hunter2secret" not in message
+
+
+def test_migrate_current_exits_non_zero_when_the_schema_is_behind(cli: Cli, db_url: str, schema_restored: None) -> None:
+    assert cli("migrate", "--current").exit_code == 0
+    assert cli("migrate", "--revision", migrations.history()[0], "--yes").exit_code == 0
+
+    behind = cli("migrate", "--current")
+
+    assert behind.exit_code == 1, behind.output
+    assert "behind" in behind.stdout
+
+
+@pytest.mark.parametrize("command", [["migrate", "--current"], ["serve"]])
+def test_looking_at_a_missing_sqlite_file_creates_nothing(cli: Cli, tmp_path: Path, command: list[str]) -> None:
+    typo = tmp_path / "user-servcie.db"
+    cli.env["DATABASE_URL"] = f"sqlite:///{typo}"
+
+    message = one_line_error(cli(*command))
+
+    assert str(typo) in message
+    assert not typo.exists()
+    assert list(tmp_path.glob("user-servcie.db*")) == []
+
+
+# -- files readable by their owner only ---------------------------------------------------------------------------
+
+
+def test_a_new_sqlite_database_is_readable_by_its_owner_only(cli: Cli, tmp_path: Path) -> None:
+    database = tmp_path / "fresh" / "accounts.db"
+    database.parent.mkdir()
+    cli.env["DATABASE_URL"] = f"sqlite:///{database}"
+
+    assert cli("migrate").exit_code == 0, "migrate"
+    engine = make_engine(Settings(database_url=f"sqlite:///{database}", _env_file=None))  # type: ignore[call-arg]
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('x')")
+            # While a connection is open the write-ahead log and its index exist beside the database.
+            modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in database.parent.iterdir()}
+            connection.rollback()
+    finally:
+        engine.dispose()
+
+    assert modes == {"accounts.db": 0o600, "accounts.db-wal": 0o600, "accounts.db-shm": 0o600}

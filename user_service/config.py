@@ -27,6 +27,8 @@ _KEY_BYTES_FOR = {"HS256": 32, "HS384": 48, "HS512": 64}
 _PLACEHOLDER_WORDS = ("replace-me", "change-me", "changeme", "changethis", "placeholder", "example")
 
 
+_DATABASE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+_DATABASE_URL_FORMS = "use sqlite:///path/to/file.db or postgresql://user:password@host:5432/dbname"
 _RATE_RE = re.compile(r"[1-9][0-9]{0,6}\s*/\s*(second|minute|hour|day)")
 
 
@@ -98,6 +100,22 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        value = value.strip()
+        try:
+            driver = make_url(value).drivername
+        except (ArgumentError, ValueError):
+            # The URL may hold a password: the message never repeats it.
+            raise ValueError(f"DATABASE_URL is not a database URL; {_DATABASE_URL_FORMS}") from None
+        if driver not in _DATABASE_DRIVERS:
+            raise ValueError(f"DATABASE_URL names an unsupported database ({driver}); {_DATABASE_URL_FORMS}")
+        return value
 
     @field_validator("rate_limit")
     @classmethod

@@ -98,7 +98,8 @@ def _migrate(settings: Settings, target: str) -> None:
     from user_service import migrations
     from user_service.db import make_engine
 
-    engine = make_engine(settings)
+    with cli_errors():
+        engine = make_engine(settings)
     try:
         with cli_errors():
             before, after = migrations.migrate_to(engine, target)
@@ -121,7 +122,7 @@ def _confirm_downgrade(settings: Settings, revision: str, yes: bool) -> None:
 
     with cli_errors():
         target = migrations.resolve(revision)
-    engine = make_engine(settings)
+        engine = make_engine(settings)
     try:
         with cli_errors():
             before = migrations.current_revision(engine)
@@ -160,7 +161,8 @@ def migrate(
     from user_service import migrations
     from user_service.db import make_engine
 
-    engine = make_engine(settings)
+    with cli_errors():
+        engine = make_engine(settings, create=False)
     try:
         with cli_errors():
             now_at = migrations.current_revision(engine)
@@ -169,6 +171,9 @@ def migrate(
     head = migrations.head_revision()
     state = "up to date" if now_at == head else "behind: run `user-service migrate`"
     console.print(f"current: {now_at or 'base'}\nhead:    {head}\n{state}")
+    if now_at != head:
+        # Scripts check the exit code: anything but the latest schema is not ready to serve.
+        raise typer.Exit(1)
 
 
 def _export(settings: Settings, env_file: Path | None) -> None:
@@ -202,7 +207,8 @@ def serve(
     from user_service import migrations
     from user_service.db import make_engine
 
-    engine = make_engine(settings)
+    with cli_errors():
+        engine = make_engine(settings, create=False)
     try:
         with cli_errors():
             at_head = migrations.is_at_head(engine)
