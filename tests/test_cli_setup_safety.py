@@ -4,6 +4,7 @@ own, read exactly the settings they are given, create nothing when only asked to
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from dotenv import dotenv_values
 from sqlalchemy import inspect
 
 from tests.conftest import PASSWORD, TEST_SECRET, Cli
-from user_service import migrations
+from user_service import db, migrations
 from user_service.cli import _server, setup
 from user_service.config import Settings, load_settings, secret_problem
 from user_service.db import make_engine
@@ -270,3 +271,75 @@ def test_a_new_sqlite_database_is_readable_by_its_owner_only(cli: Cli, tmp_path:
         engine.dispose()
 
     assert modes == {"accounts.db": 0o600, "accounts.db-wal": 0o600, "accounts.db-shm": 0o600}
+
+
+# -- every failure is one line ------------------------------------------------------------------------------------
+
+
+def test_a_settings_file_that_is_not_text_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.env"
+    broken.write_bytes(b"\xff\xfeDATABASE_URL=\x00")
+
+    for command in (["migrate"], ["migrate", "--current"], ["serve"]):
+        assert "UTF-8" in one_line_error(cli(*command, "--env-file", str(broken))), command
+    Path(".env").write_bytes(b"\xff\xfe")
+    assert "UTF-8" in one_line_error(cli("migrate"))
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["migrate", "--revision", "base", "--yes"], ["init"]])
+def test_a_sqlite_database_in_a_missing_folder_is_one_line(cli: Cli, tmp_path: Path, command: list[str]) -> None:
+    cli.env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'no-such-folder' / 'accounts.db'}"
+
+    if command == ["init"]:
+        command = [*command, "--env-file", str(tmp_path / "written.env")]
+
+    message = one_line_error(cli(*command))
+
+    assert "no-such-folder" in message
+
+
+@pytest.mark.parametrize(
+    "env_file",
+    ["/proc/no-such-process/service.env", "a-folder"],
+    ids=["folder cannot be created", "a folder, not a file"],
+)
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_init_with_an_env_file_it_cannot_write_is_one_line(cli: Cli, env_file: str, force: list[str]) -> None:
+    Path("a-folder").mkdir()
+
+    message = one_line_error(cli("init", "--env-file", env_file, *force))
+
+    assert env_file.split("/")[1 if env_file.startswith("/") else 0] in message
+
+
+def test_init_with_an_upload_folder_it_cannot_create_is_one_line(cli: Cli) -> None:
+    cli.env["UPLOAD_DIR"] = "/proc/no-such-process/uploads"
+
+    message = one_line_error(cli("init"))
+
+    assert "/proc/no-such-process" in message
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["serve"], ["migrate", "--current"]])
+def test_a_missing_env_file_is_one_line(cli: Cli, command: list[str]) -> None:
+    assert "missing.env" in one_line_error(cli(*command, "--env-file", "missing.env"))
+
+
+def test_an_unknown_revision_is_one_line(cli: Cli) -> None:
+    assert "nonsense" in one_line_error(cli("migrate", "--revision", "nonsense"))
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_locked_sqlite_database_is_one_line(cli: Cli, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = db_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        message = one_line_error(cli("migrate", "--revision", "base", "--yes"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert "database" in message
+    assert tables_of(db_url) == TABLES

@@ -274,6 +274,10 @@ def load_settings(env_file: Path | None = None, **overrides: object) -> Settings
         return Settings(**values)
     except ValidationError as exc:
         raise ConfigurationError(describe_settings_error(exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"env file {env_file or '.env'} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigurationError(f"env file {env_file or '.env'} cannot be read: {exc.strerror}") from None
 
 
 def describe_settings_error(exc: object) -> str:

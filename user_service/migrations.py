@@ -100,8 +100,8 @@ MIGRATION_LOCK_KEY = 0x75736572_73766321
 def migrate_to(engine: Engine, target: str = "head") -> tuple[str | None, str | None]:
     """Upgrade or downgrade to `target` ('head', 'base' or a revision id); returns (before, after).
 
-    One transaction: on PostgreSQL it first takes an advisory lock, so several instances starting together
-    migrate one after another (the later ones find the work done); SQLite serializes writers by itself.
+    One transaction: on PostgreSQL it first takes an advisory lock, on SQLite the write lock, so several instances
+    starting together migrate one after another (the later ones find the work done).
     """
     from alembic import command
     from alembic.runtime.migration import MigrationContext
@@ -111,7 +111,10 @@ def migrate_to(engine: Engine, target: str = "head") -> tuple[str | None, str | 
     position = {rev: index for index, rev in enumerate(revisions)}
     goal = -1 if target == "base" else position[target]
     config = _config()
-    with engine.begin() as connection:
+    # On SQLite the write lock is taken up front (BEGIN IMMEDIATE, waiting up to the busy timeout), so migrations
+    # started together queue there as they do on PostgreSQL's advisory lock; a deferred transaction would fail
+    # with "database is locked" when its first write met another's.
+    with engine.execution_options(write=True).begin() as connection:
         if connection.dialect.name == "postgresql":
             # The service's session limits are for requests: a migration waits its turn and runs to the end.
             connection.execute(text("SET LOCAL lock_timeout = 0"))

@@ -41,13 +41,14 @@ def _set_line(content: str, name: str, value: str) -> str:
 
 
 @contextmanager
-def _file_errors() -> Iterator[None]:
-    """A file or folder that cannot be read or written ends the command in one line."""
+def _file_errors(path: Path) -> Iterator[None]:
+    """A file or folder that cannot be read or written ends the command in one line naming it."""
     try:
         yield
+    except UnicodeDecodeError:
+        exit_with_error(f"{path} is not UTF-8 text")
     except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        exit_with_error(f"{exc.strerror or type(exc).__name__}{where}")
+        exit_with_error(f"{exc.filename or path}: {exc.strerror or type(exc).__name__}")
 
 
 def _write_private(path: Path, content: str) -> None:
@@ -72,7 +73,7 @@ def init(
     existing = env_file.exists()
     if existing and not force:
         exit_with_error(f"{env_file} already exists; pass --force to give it a new secret (its other settings stay)")
-    with cli_errors(), _file_errors():
+    with cli_errors(), _file_errors(env_file):
         if existing:
             content = env_file.read_text(encoding="utf-8")
         else:
@@ -80,24 +81,35 @@ def init(
     content = _set_line(content, "JWT_SECRET_KEY", secrets.token_urlsafe(48))
     if database_url:
         content = _set_line(content, "DATABASE_URL", database_url)
-    with _file_errors():
+    with _file_errors(env_file):
         _write_private(env_file, content)
     if existing:
         console.print(f"Replaced JWT_SECRET_KEY in {env_file}; every other setting in it was kept.")
     else:
         console.print(f"Wrote {env_file} with a new JWT_SECRET_KEY.")
     settings = settings_from(env_file, database_url)
-    with _file_errors():
+    with _file_errors(settings.upload_dir):
         settings.upload_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"Upload folder: {settings.upload_dir}")
     _migrate(settings, "head")
     console.print("Next: [bold]user-service serve[/bold]  (then open http://127.0.0.1:8000/docs)")
 
 
+def _check_sqlite_folder(settings: Settings) -> None:
+    """A SQLite database is created in an existing folder only: say which one is missing rather than let SQLite
+    fail with "unable to open database file"."""
+    from user_service.db import is_sqlite, sqlite_file
+
+    path = sqlite_file(settings.database_url) if is_sqlite(settings.database_url) else None
+    if path is not None and not path.exists() and not path.absolute().parent.is_dir():
+        exit_with_error(f"the folder of the SQLite database {path} does not exist")
+
+
 def _migrate(settings: Settings, target: str) -> None:
     from user_service import migrations
     from user_service.db import make_engine
 
+    _check_sqlite_folder(settings)
     with cli_errors():
         engine = make_engine(settings)
     try:
@@ -155,6 +167,7 @@ def migrate(
     """Migrate the database schema (to the latest revision unless --revision says otherwise)."""
     settings = settings_from(env_file, database_url)
     if not current:
+        _check_sqlite_folder(settings)
         _confirm_downgrade(settings, revision, yes)
         _migrate(settings, revision)
         return
