@@ -288,5 +288,5 @@ def test_longer_hashes_need_longer_secrets(algorithm: str, needed: int) -> None:
     """RFC 7518 3.2: the HMAC key is at least as long as the hash output."""
     with pytest.raises(ValidationError, match=f"at least {needed} bytes for {algorithm}"):
         Settings(_env_file=None, jwt_secret_key=TEST_SECRET, jwt_algorithm=algorithm)  # type: ignore[call-arg]
-    long_enough = "k3y-" + "abcdefghijklmnopqrstuvwxyz0123456789" * 2
+    long_enough = "k3y-2CyUzoYu2_A_NESWyypweSr94O8OurgH3krLM_jtMYximQhbUGemWfJFPSqDFrhGp64qGDB9"
     assert Settings(_env_file=None, jwt_secret_key=long_enough, jwt_algorithm=algorithm).jwt_algorithm == algorithm  # type: ignore[call-arg]

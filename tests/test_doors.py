@@ -96,7 +96,8 @@ def test_an_operator_command_checks_the_schema_before_asking_for_a_password(cli:
 
     assert result.exit_code == 1
     assert "Password" not in result.output
-    assert "run `user-service migrate` first" in result.stderr
+    assert "run `user-service migrate`" in result.stderr
+    assert not (tmp_path / "fresh.db").exists()
 
 
 def test_the_service_closes_its_connections_when_used_as_a_context_manager(settings: Settings) -> None:

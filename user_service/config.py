@@ -6,6 +6,8 @@ Nothing here runs at import time: a `Settings()` call reads the environment when
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +22,22 @@ from user_service.validation import describe_errors, normalize_namespace
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SECRET_MIN_LENGTH = 32
+# 128 bits is out of reach of any search; 32 random characters from one case and digits hold about 165.
+SECRET_MIN_BITS = 128
+# Enough characters to judge: beyond them the estimate would only grow, and the scan is quadratic.
+SECRET_SAMPLE_LENGTH = 256
+# Upper bounds of the durations: far beyond any sensible value, far below what a date or an interval can hold.
+TEN_YEARS_SECONDS = 10 * 365 * 86_400
+ONE_YEAR_SECONDS = 365 * 86_400
+ONE_DAY_SECONDS = 86_400
+# The longest access token the service issues (the bound of ACCESS_TOKEN_TTL_SECONDS).
+MAX_ACCESS_TOKEN_TTL_SECONDS = ONE_DAY_SECONDS
 _KEY_BYTES_FOR = {"HS256": 32, "HS384": 48, "HS512": 64}
 _PLACEHOLDER_WORDS = ("replace-me", "change-me", "changeme", "changethis", "placeholder", "example")
 
 
+_DATABASE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+_DATABASE_URL_FORMS = "use sqlite:///path/to/file.db or postgresql://user:password@host:5432/dbname"
 _RATE_RE = re.compile(r"[1-9][0-9]{0,6}\s*/\s*(second|minute|hour|day)")
 
 
@@ -40,7 +54,56 @@ def secret_problem(value: str) -> str | None:
         return "JWT_SECRET_KEY is a placeholder; generate one with `user-service init`"
     if len(set(value)) < 10:
         return "JWT_SECRET_KEY is too repetitive to be a random secret"
+    bits = estimated_entropy_bits(value)
+    if bits < SECRET_MIN_BITS:
+        return (
+            f"JWT_SECRET_KEY is too predictable to be a random secret (about {bits:.0f} bits, at least "
+            f"{SECRET_MIN_BITS} needed); generate one with `user-service init`"
+        )
     return None
+
+
+def _character_pool(value: str) -> int:
+    """How many symbols the characters of `value` are drawn from, judged by the classes present."""
+    pool = 0
+    if any("a" <= c <= "z" for c in value):
+        pool += 26
+    if any("A" <= c <= "Z" for c in value):
+        pool += 26
+    if any("0" <= c <= "9" for c in value):
+        pool += 10
+    if any(c.isascii() and not c.isalnum() for c in value):
+        pool += 33
+    if any(not c.isascii() for c in value):
+        pool += 128
+    return pool
+
+
+def _unpredictable_characters(value: str) -> int:
+    """The characters that neither repeat an earlier stretch of three or more nor continue a run with a constant
+    step ('aaaa', '1234', 'zyx', '2468'): what is left to guess once the pattern is known."""
+    count, i = 0, 0
+    while i < len(value):
+        length = 3
+        while i + length <= len(value) and value.find(value[i : i + length], 0, i + length - 1) != -1:
+            length += 1
+        if length > 3:
+            # value[i : i + length - 1] repeats an earlier stretch: one choice (where from), however long.
+            count += 1
+            i += length - 1
+            continue
+        step = [ord(c) for c in value[max(0, i - 2) : i + 1]]
+        if not (len(step) == 3 and step[2] - step[1] == step[1] - step[0]):
+            count += 1
+        i += 1
+    return count
+
+
+def estimated_entropy_bits(value: str) -> float:
+    """A conservative estimate of the randomness in a secret: its unpredictable characters, each worth the bits of
+    the character classes it uses. `secrets.token_urlsafe(48)` scores about 400."""
+    sample = value[:SECRET_SAMPLE_LENGTH]
+    return _unpredictable_characters(sample) * math.log2(max(_character_pool(sample), 2))
 
 
 class Settings(BaseSettings):
@@ -59,30 +122,35 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1, le=1000)
     db_max_overflow: int = Field(default=10, ge=0, le=1000)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    db_pool_recycle_seconds: int = Field(default=1800, ge=-1)
+    db_pool_recycle_seconds: int = Field(default=1800, ge=-1, le=ONE_DAY_SECONDS)
     db_connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
+    # PostgreSQL session limits: a held row lock or a runaway statement costs the requests that wait on it a bounded
+    # wait, never the whole pool.
+    db_lock_timeout_seconds: float = Field(default=2.0, gt=0, le=300)
+    db_statement_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    db_idle_in_transaction_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     jwt_secret_key: SecretStr | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_issuer: str = Field(default="user-service", min_length=1)
     jwt_audience: str = Field(default="user-service", min_length=1)
-    access_token_ttl_seconds: int = Field(default=900, ge=1, le=86_400)
-    refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=60)
-    session_max_lifetime_seconds: int = Field(default=7_776_000, ge=60)
+    access_token_ttl_seconds: int = Field(default=900, ge=1, le=MAX_ACCESS_TOKEN_TTL_SECONDS)
+    refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=60, le=TEN_YEARS_SECONDS)
+    session_max_lifetime_seconds: int = Field(default=7_776_000, ge=60, le=TEN_YEARS_SECONDS)
 
     bcrypt_rounds: int = Field(default=12, ge=4, le=20)
     password_min_length: int = Field(default=8, ge=8, le=72)
 
     login_max_failures: int = Field(default=10, ge=1, le=100)
     login_account_max_failures: int = Field(default=100, ge=1, le=10_000)
-    login_lockout_seconds: int = Field(default=30, ge=1)
-    login_lockout_max_seconds: int = Field(default=900, ge=1)
+    login_lockout_seconds: int = Field(default=30, ge=1, le=ONE_DAY_SECONDS)
+    login_lockout_max_seconds: int = Field(default=900, ge=1, le=ONE_YEAR_SECONDS)
 
     avatar_max_bytes: int = Field(default=2_097_152, ge=1024, le=64 * 1024 * 1024)
     avatar_max_pixels: int = Field(default=16_777_216, ge=1, le=200_000_000)
     upload_dir: Path = Path("uploads")
     public_base_url: str | None = None
-    request_max_bytes: int = Field(default=262_144, ge=1024)
+    request_max_bytes: int = Field(default=262_144, ge=1024, le=64 * 1024 * 1024)
 
     registration_enabled: bool = True
     registration_namespaces: str = ""
@@ -97,6 +165,12 @@ class Settings(BaseSettings):
     docs_enabled: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    http_max_header_bytes: int = Field(default=32_768, ge=1024, le=1_048_576)
+    http_max_headers: int = Field(default=100, ge=10, le=1000)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    http_max_connections: int = Field(default=1000, ge=1, le=100_000)
 
     # Parsed forms of the list settings above, computed once at load.
     _trusted_proxy_networks: tuple[Network, ...] = PrivateAttr(default=())
@@ -113,11 +187,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"REGISTRATION_NAMESPACES: {item!r} is not a namespace") from None
         return value
 
-    http_max_header_bytes: int = Field(default=32_768, ge=1024, le=1_048_576)
-    http_max_headers: int = Field(default=100, ge=10, le=1000)
-    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    http_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
-    http_max_connections: int = Field(default=1000, ge=1, le=100_000)
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        value = value.strip()
+        try:
+            driver = make_url(value).drivername
+        except (ArgumentError, ValueError):
+            # The URL may hold a password: the message never repeats it.
+            raise ValueError(f"DATABASE_URL is not a database URL; {_DATABASE_URL_FORMS}") from None
+        if driver not in _DATABASE_DRIVERS:
+            raise ValueError(f"DATABASE_URL names an unsupported database ({driver}); {_DATABASE_URL_FORMS}")
+        return value
 
     @field_validator("rate_limit")
     @classmethod
@@ -222,17 +306,33 @@ class Settings(BaseSettings):
         return self.jwt_secret_key.get_secret_value()
 
 
+# Names the env file `load_settings()` reads instead of ./.env; empty: no file at all. `serve` sets it for its
+# workers, so that they read exactly the file it was given.
+ENV_FILE_VARIABLE = "USER_SERVICE_ENV_FILE"
+
+
 def load_settings(env_file: Path | None = None, **overrides: object) -> Settings:
-    """Read settings from the environment and an env file, turning validation errors into one message."""
+    """Read settings from the environment and an env file (`env_file`, else the one USER_SERVICE_ENV_FILE names,
+    else ./.env), turning validation errors into one message."""
+    values: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
+    named = os.environ.get(ENV_FILE_VARIABLE)
+    if env_file is None and named is not None:
+        if named.strip() == "":
+            values["_env_file"] = None
+        else:
+            env_file = Path(named)
     if env_file is not None and not env_file.is_file():
         raise ConfigurationError(f"env file not found: {env_file}")
-    values: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
     if env_file is not None:
         values["_env_file"] = env_file
     try:
         return Settings(**values)
     except ValidationError as exc:
         raise ConfigurationError(describe_settings_error(exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"env file {env_file or '.env'} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigurationError(f"env file {env_file or '.env'} cannot be read: {exc.strerror}") from None
 
 
 def _setting_name(error: ErrorDetails) -> str:

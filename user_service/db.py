@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
@@ -13,6 +16,7 @@ from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
 
 from user_service.config import Settings
+from user_service.errors import ConfigurationError
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -63,11 +67,39 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(settings: Settings) -> Engine:
-    """An engine configured for the database the settings name (WAL and a busy timeout on SQLite)."""
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory database or a `file:` URI."""
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:") or parsed.query.get("uri"):
+        return None
+    return Path(database)
+
+
+def _prepare_sqlite_file(path: Path, *, create: bool) -> None:
+    if path.exists():
+        return
+    if not create:
+        raise ConfigurationError(f"there is no SQLite database at {path}; run `user-service migrate` to create it")
+    # Created empty (a valid empty database) and readable by its owner only before SQLite opens it: the file holds
+    # password hashes, emails and token digests, and SQLite gives its -wal and -shm files the same mode. When that
+    # fails (another process made it first, or the folder is missing or not writable), opening the database fails
+    # the same way, as an unreachable database: 503 over HTTP, one line from the CLI.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def make_engine(settings: Settings, *, create: bool = True) -> Engine:
+    """An engine configured for the database the settings name (WAL and a busy timeout on SQLite).
+
+    A SQLite file that does not exist yet is created readable by its owner only; with `create=False` (a caller that
+    only looks) it is a ConfigurationError instead, and nothing is created."""
     _drop_result_row_logging(logging.getLogger(f"sqlalchemy.engine.Engine.{ENGINE_LOGGING_NAME}"))
     url = normalize_url(settings.database_url)
     if is_sqlite(url):
+        path = sqlite_file(url)
+        if path is not None:
+            _prepare_sqlite_file(path, create=create)
         # A pool of open connections: opening one costs a file open and the PRAGMAs below, several times the cost
         # of a read. Each connection is used by one thread at a time (checked out and back in), never shared.
         # There is no server whose connections could run out, so a checkout never waits: the pool keeps up to
@@ -101,8 +133,25 @@ def make_engine(settings: Settings) -> Engine:
             "keepalives_interval": 5,
             "keepalives_count": 3,
             "tcp_user_timeout": 15_000,
+            "options": session_options(settings),
         },
     )
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def session_options(settings: Settings) -> str:
+    """PostgreSQL startup options bounding how long one session may wait on a lock, run one statement, or sit idle
+    inside a transaction: a row locked elsewhere then costs the requests for that row a bounded wait (and a 503),
+    never every connection of the pool."""
+    limits = {
+        "lock_timeout": settings.db_lock_timeout_seconds,
+        "statement_timeout": settings.db_statement_timeout_seconds,
+        "idle_in_transaction_session_timeout": settings.db_idle_in_transaction_timeout_seconds,
+    }
+    return " ".join(f"-c {name}={_milliseconds(seconds)}" for name, seconds in limits.items())
 
 
 class _NoResultRows(logging.Filter):

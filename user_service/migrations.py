@@ -58,6 +58,41 @@ def history() -> list[str]:
     return [str(rev.revision) for rev in reversed(list(_script().walk_revisions()))]
 
 
+def resolve(target: str) -> str:
+    """'base', or the full revision id that `target` ('head', an id or a unique prefix of one) names."""
+    revisions = history()
+    if target == "head":
+        return revisions[-1]
+    if target == "base" or target in revisions:
+        return target
+    matches = [rev for rev in revisions if rev.startswith(target)]
+    if len(matches) != 1:
+        raise InvalidInput(f"unknown revision {target!r}; known: base, head, {', '.join(revisions)}")
+    return matches[0]
+
+
+def is_downgrade(current: str | None, target: str) -> bool:
+    """Whether migrating from `current` to the resolved `target` goes down (and so drops what later revisions
+    added)."""
+    if current is None:
+        return False
+    revisions = history()
+    if current not in revisions:
+        return False
+    goal = -1 if target == "base" else revisions.index(target)
+    return goal < revisions.index(current)
+
+
+def count_users(engine: Engine) -> int:
+    """How many accounts the database holds (0 when it has no users table yet)."""
+    from sqlalchemy import inspect
+
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("users"):
+            return 0
+        return int(connection.execute(text("SELECT count(*) FROM users")).scalar_one())
+
+
 # Any fixed 64-bit number: instances that migrate at once queue on this PostgreSQL advisory lock.
 MIGRATION_LOCK_KEY = 0x75736572_73766321
 
@@ -65,25 +100,25 @@ MIGRATION_LOCK_KEY = 0x75736572_73766321
 def migrate_to(engine: Engine, target: str = "head") -> tuple[str | None, str | None]:
     """Upgrade or downgrade to `target` ('head', 'base' or a revision id); returns (before, after).
 
-    One transaction: on PostgreSQL it first takes an advisory lock, so several instances starting together
-    migrate one after another (the later ones find the work done); SQLite serializes writers by itself.
+    One transaction: on PostgreSQL it first takes an advisory lock, on SQLite the write lock, so several instances
+    starting together migrate one after another (the later ones find the work done).
     """
     from alembic import command
     from alembic.runtime.migration import MigrationContext
 
     revisions = history()
-    if target == "head":
-        target = revisions[-1]
-    if target != "base" and target not in revisions:
-        matches = [rev for rev in revisions if rev.startswith(target)]
-        if len(matches) != 1:
-            raise InvalidInput(f"unknown revision {target!r}; known: base, head, {', '.join(revisions)}")
-        target = matches[0]
+    target = resolve(target)
     position = {rev: index for index, rev in enumerate(revisions)}
     goal = -1 if target == "base" else position[target]
     config = _config()
-    with engine.begin() as connection:
+    # On SQLite the write lock is taken up front (BEGIN IMMEDIATE, waiting up to the busy timeout), so migrations
+    # started together queue there as they do on PostgreSQL's advisory lock; a deferred transaction would fail
+    # with "database is locked" when its first write met another's.
+    with engine.execution_options(write=True).begin() as connection:
         if connection.dialect.name == "postgresql":
+            # The service's session limits are for requests: a migration waits its turn and runs to the end.
+            connection.execute(text("SET LOCAL lock_timeout = 0"))
+            connection.execute(text("SET LOCAL statement_timeout = 0"))
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         found = MigrationContext.configure(connection).get_current_revision()
         before = str(found) if found else None

@@ -16,11 +16,14 @@ from typing import Any
 import bcrypt
 import jwt
 
+from user_service.config import MAX_ACCESS_TOKEN_TTL_SECONDS
 from user_service.cpu import usable_cores
 from user_service.errors import InvalidToken, TokenExpired
 
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
 REQUIRED_CLAIMS = ("sub", "ns", "username", "type", "iat", "exp", "jti", "sid", "iss", "aud")
+# How far the clocks of the instances that issue and check tokens may disagree.
+CLOCK_LEEWAY_SECONDS = 30
 
 
 # At most one bcrypt computation per usable core at once, whatever the number of threads asking: more would not
@@ -96,9 +99,17 @@ def encode_access_token(
 
 
 def decode_access_token(
-    token: str, *, key: str, algorithm: str, issuer: str, audience: str, now: datetime
+    token: str,
+    *,
+    key: str,
+    algorithm: str,
+    issuer: str,
+    audience: str,
+    now: datetime,
+    max_lifetime_seconds: int = MAX_ACCESS_TOKEN_TTL_SECONDS,
 ) -> AccessClaims:
-    """Verify signature, algorithm, issuer, audience, type and expiry (against `now`, the injected clock)."""
+    """Verify signature, algorithm, issuer, audience, type, issue time and expiry (against `now`, the injected
+    clock), and that the token lives no longer than the longest the service issues (`max_lifetime_seconds`)."""
     try:
         claims = jwt.decode(
             token,
@@ -128,6 +139,12 @@ def decode_access_token(
         )
     except (ValueError, TypeError, AttributeError):
         raise InvalidToken() from None
+    # A token issued in the future, or living longer than any the service issues, was not issued by it as it is now
+    # (a clock gone wrong, or a key used elsewhere): refused whatever its expiry.
+    if parsed.issued_at > now.timestamp() + CLOCK_LEEWAY_SECONDS:
+        raise InvalidToken()
+    if not 0 < parsed.expires_at - parsed.issued_at <= max_lifetime_seconds + CLOCK_LEEWAY_SECONDS:
+        raise InvalidToken()
     if now.timestamp() >= parsed.expires_at:
         raise TokenExpired()
     return parsed

@@ -87,7 +87,7 @@ def test_serve_refuses_an_unmigrated_database_until_it_is_migrated(
 ) -> None:
     env = env_for(db_url)
     try:
-        down = run_command([USER_SERVICE, "migrate", "--revision", "base"], env=env, cwd=workdir)
+        down = run_command([USER_SERVICE, "migrate", "--revision", "base", "--yes"], env=env, cwd=workdir)
         assert down.returncode == 0, down.stderr
 
         assert_refused([], env=env, cwd=workdir, reason="run `user-service migrate`")

@@ -55,13 +55,15 @@ def operator_service(
     database, and says so before the command asks anything (a password prompt comes after this check). The core's
     errors inside the block end the command with one line on stderr and exit code 1."""
     from user_service import migrations
+    from user_service.db import make_engine
     from user_service.service import UserService
 
     settings = settings_from(env_file, database_url)
     if needs_secret:
         with cli_errors():
             settings.signing_key()
-    with cli_errors(), UserService(settings) as service:
+    # An operator command never creates a database (a mistyped path must not leave an empty file behind).
+    with cli_errors(), UserService(settings, engine=make_engine(settings, create=False)) as service:
         if not migrations.is_at_head(service.engine):
             exit_with_error("the database schema is not up to date; run `user-service migrate` first")
         yield service

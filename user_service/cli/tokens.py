@@ -9,6 +9,7 @@ import typer
 
 from user_service.cli._options import DatabaseUrlOption, EnvFileOption, JsonOption, NamespaceArg, UsernameArg
 from user_service.cli._output import console, operator_service
+from user_service.config import MAX_ACCESS_TOKEN_TTL_SECONDS
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +21,14 @@ def issue_token(
     username: UsernameArg,
     refresh: Annotated[bool, typer.Option("--refresh", help="Start a session: print a refresh token too.")] = False,
     ttl: Annotated[
-        int | None, typer.Option("--ttl", min=1, help="Access token lifetime in seconds.", show_default=False)
+        int | None,
+        typer.Option(
+            "--ttl",
+            min=1,
+            max=MAX_ACCESS_TOKEN_TTL_SECONDS,
+            help="Access token lifetime in seconds (at most a day).",
+            show_default=False,
+        ),
     ] = None,
     as_json: JsonOption = False,
     env_file: EnvFileOption = None,

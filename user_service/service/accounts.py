@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict
 
+from user_service.config import MAX_ACCESS_TOKEN_TTL_SECONDS
 from user_service.errors import (
     EmailTaken,
     InvalidInput,
@@ -105,8 +106,8 @@ def _raise_if_taken(ctx: Context, namespace: str, username: str, email: str | No
 
 def issue_tokens(ctx: Context, *, namespace: str, username: str, ttl_seconds: int | None = None) -> TokenPair:
     """Tokens for an existing active user without a password (operators, through the CLI); a new session."""
-    if ttl_seconds is not None and ttl_seconds < 1:
-        raise InvalidInput("ttl must be at least 1 second")
+    if ttl_seconds is not None and not 1 <= ttl_seconds <= MAX_ACCESS_TOKEN_TTL_SECONDS:
+        raise InvalidInput(f"ttl must be 1 to {MAX_ACCESS_TOKEN_TTL_SECONDS} seconds")
     user = find_user(ctx, namespace, username)
     if not user.is_active:
         raise UserDisabled()
