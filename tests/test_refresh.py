@@ -171,6 +171,13 @@ def test_concurrent_refreshes_with_one_token(api: Api, service: UserService) -> 
         assert error.status == 401
         assert error.code in {"refresh_token_reused", "invalid_token"}
     assert any(error.code == "refresh_token_reused" for error in errors if isinstance(error, UserServiceError))
+    # A spent token presented again ends its session: the winner's new pair dies with it.
+    (winner,) = successes
+    assert_refused(api.refresh(winner.refresh_token), 401, "invalid_token")
+    assert_refused(api.me(winner.access_token), 401, "invalid_token")
+    with service.engine.connect() as connection:
+        ended = connection.execute(text("SELECT revoked_at IS NOT NULL FROM auth_sessions")).scalars().all()
+    assert ended == [True]
 
 
 def test_disabled_user_cannot_refresh(api: Api, service: UserService) -> None:

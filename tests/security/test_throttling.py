@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, WRONG, Api, FakeClock, MakeApi, assert_invalid_credentials, bearer, user_row
+from tests.conftest import PASSWORD, WRONG, Api, Cli, FakeClock, MakeApi, assert_invalid_credentials, bearer, user_row
 from user_service.api import ratelimit
 from user_service.api.app import create_app
 from user_service.config import Settings
@@ -97,6 +97,24 @@ def test_success_resets_the_failure_count(api: Api, service: UserService) -> Non
     for _ in range(10):
         assert_invalid_credentials(api.login(password=WRONG))
     assert_locked(api.login(), 30)
+
+
+def test_set_password_lifts_a_lock(api: Api, cli: Cli, service: UserService) -> None:
+    """An operator's `set-password` lifts a lock (README): the new password logs in at once and the count of
+    failures starts again from zero."""
+    assert api.register().status_code == 201
+    for _ in range(10):
+        assert_invalid_credentials(api.login(password=WRONG))
+    assert_locked(api.login(), 30)
+
+    result = cli("set-password", "app-x", "alice", "--password-stdin", input=NEW_PASSWORD + "\n")
+
+    assert result.exit_code == 0, result.output
+    assert user_row(service)["failed_login_count"] == 0
+    assert user_row(service)["locked_until"] is None
+    response = api.login(password=NEW_PASSWORD)
+    assert response.status_code == 200, response.text
+    assert user_row(service)["failed_login_count"] == 0
 
 
 @pytest.mark.parametrize(("cap", "waits"), [(100, [30, 60, 100, 100]), (900, [30, 60, 120, 240, 480, 900, 900])])
