@@ -101,16 +101,21 @@ class Timed:
     ended: float
 
 
-def released_together(base_url: str, calls: Sequence[Call], *, clients: int | None = None) -> list[Timed]:
+def released_together(
+    base_url: str | Sequence[str], calls: Sequence[Call], *, clients: int | None = None
+) -> list[Timed]:
     """Send `calls` from `clients` threads (one per call by default), each with its own client, the requests'
-    results in the calls' order.
+    results in the calls' order. Given several base URLs (several instances), client i talks to the (i mod n)th.
 
     Each thread's first request goes out whole but for the last byte of its body, so the server holds them all
     open at once; a barrier then releases the last bytes together. A thread's later calls follow one by one.
     """
     count = clients or len(calls)
     barrier = threading.Barrier(count, timeout=BARRIER_TIMEOUT)
-    http_clients = [httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT) for _ in range(count)]
+    base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
+    http_clients = [
+        httpx.Client(base_url=base_urls[index % len(base_urls)], timeout=REQUEST_TIMEOUT) for index in range(count)
+    ]
     results: list[Timed | None] = [None] * len(calls)
 
     def send(http: httpx.Client, index: int, *, held: bool) -> None:

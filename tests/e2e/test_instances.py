@@ -15,7 +15,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.conftest import PASSWORD, TemplateDatabase, bearer
-from tests.e2e._cluster import REQUEST_TIMEOUT, database_engine, migrated_copy, serve_env, serving
+from tests.e2e._cluster import (
+    REQUEST_TIMEOUT,
+    Call,
+    assert_all_overlapped,
+    codes,
+    database_engine,
+    migrated_copy,
+    released_together,
+    serve_env,
+    serving,
+)
 from tests.e2e.conftest import Server
 from user_service.models import User
 
@@ -120,15 +130,22 @@ def test_a_logout_on_one_instance_is_seen_by_the_other_at_once(
 
 
 def test_failed_logins_on_both_instances_add_up_to_the_lockout(
-    a_and_b: tuple[httpx.Client, httpx.Client], account: dict[str, str], shared_db_url: str
+    instances: tuple[Server, Server],
+    a_and_b: tuple[httpx.Client, httpx.Client],
+    account: dict[str, str],
+    shared_db_url: str,
 ) -> None:
     a, b = a_and_b
     register(a, account)
     wrong = {**account, "password": "wrong " + PASSWORD}
 
-    failures = [status_and_code(http.post("/auth/login", json=wrong)) for http in (a, b, a, b)]
+    # Half the clients on each instance, all in flight at once.
+    results = released_together(
+        [server.base_url for server in instances], [Call("POST", "/auth/login", wrong)] * MAX_FAILURES
+    )
 
-    assert failures == [(401, "invalid_credentials")] * MAX_FAILURES
+    assert_all_overlapped(results)
+    assert codes(results) == [(401, "invalid_credentials")] * MAX_FAILURES
     # The right password no longer helps, on either instance.
     for http in (a, b):
         locked = http.post("/auth/login", json=account)
