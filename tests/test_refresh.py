@@ -92,7 +92,7 @@ def test_refresh_token_with_a_lone_surrogate_is_refused_without_a_server_error(a
         "/auth/refresh", content=b'{"refresh_token": "\\ud800"}', headers={"Content-Type": "application/json"}
     )
 
-    assert response.status_code in (401, 422), response.text
+    assert_refused(response, 401, "invalid_token")
 
 
 @pytest.mark.parametrize("body", [{}, {"refresh_token": None}, {"refresh_token": 1}, {"token": "x"}, ["x"]])
@@ -169,8 +169,8 @@ def test_concurrent_refreshes_with_one_token(api: Api, service: UserService) -> 
     for error in errors:
         assert isinstance(error, UserServiceError), repr(error)
         assert error.status == 401
-        assert error.code in {"refresh_token_reused", "invalid_token"}
-    assert any(error.code == "refresh_token_reused" for error in errors if isinstance(error, UserServiceError))
+        # Every loser presented a token already spent (the claim is one atomic statement), whatever it read first.
+        assert error.code == "refresh_token_reused"
     # A spent token presented again ends its session: the winner's new pair dies with it.
     (winner,) = successes
     assert_refused(api.refresh(winner.refresh_token), 401, "invalid_token")
