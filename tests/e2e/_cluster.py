@@ -21,7 +21,7 @@ import httpx2 as httpx
 from sqlalchemy import Engine, create_engine
 
 from tests.conftest import TEST_SECRET, TemplateDatabase
-from tests.e2e.conftest import Server, free_port, launch_serve, process_env
+from tests.e2e.conftest import Server, launch_serve, process_env
 from user_service import migrations
 
 REQUEST_TIMEOUT = 30.0
@@ -216,7 +216,8 @@ class TcpProxy:
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = free_port()
+        # Bound on entry (port 0, so nothing can take it first); kept while the proxy lives, to come back on it.
+        self.port = 0
         self._lock = threading.Lock()
         self._forwarding = True
         self._sockets: set[socket.socket] = set()
@@ -251,6 +252,7 @@ class TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
+        self.port = listener.getsockname()[1]
         listener.listen(64)
         self._listener = listener
         self._stop = threading.Event()

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.conftest import USER_SERVICE, StartServe, free_port, process_env, round_trip, run_command
+from tests.e2e.conftest import USER_SERVICE, StartServe, process_env, round_trip, run_command
 from user_service import migrations
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,7 @@ def env_for(db_url: str, **overrides: str) -> dict[str, str]:
 
 def assert_refused(args: list[str], *, env: dict[str, str], cwd: Path, reason: str) -> None:
     """`serve` exits 1 quickly with one line on stderr that contains `reason`, and no traceback."""
-    result = run_command([USER_SERVICE, "serve", "--port", str(free_port()), *args], env=env, cwd=cwd, timeout=30)
+    result = run_command([USER_SERVICE, "serve", "--port", "0", *args], env=env, cwd=cwd, timeout=30)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
