@@ -228,19 +228,34 @@ class Api:
 
 
 MakeApi = Callable[..., Api]
+MakeClient = Callable[..., TestClient]
 WRONG = "not the password"
 
 
 @pytest.fixture
-def make_api(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeApi]:
-    """An Api on its own app, built with setting overrides, on this test's database and clock."""
+def make_client(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeClient]:
+    """A TestClient on an app of its own, built with setting overrides, on this test's database and clock; its
+    requests come from `peer`."""
     with ExitStack() as stack:
 
-        def build(**overrides: Any) -> Api:
-            app = create_app(make_settings(**overrides), clock=clock)
-            return Api(stack.enter_context(TestClient(app)))
+        def build(
+            *, storage: Any = None, raise_server_exceptions: bool = True, peer: str = "testclient", **overrides: Any
+        ) -> TestClient:
+            app = create_app(make_settings(**overrides), clock=clock, storage=storage)
+            client = TestClient(app, raise_server_exceptions=raise_server_exceptions, client=(peer, 50000))
+            return stack.enter_context(client)
 
         yield build
+
+
+@pytest.fixture
+def make_api(make_client: MakeClient) -> MakeApi:
+    """An Api on its own app, built with setting overrides (and make_client's options)."""
+
+    def build(**options: Any) -> Api:
+        return Api(make_client(**options))
+
+    return build
 
 
 def user_row(service: UserService, username: str = "alice") -> dict[str, Any]:

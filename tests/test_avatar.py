@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.conftest import PASSWORD, FakeClock, bearer, image_bytes
+from tests.helpers import assert_error
 from user_service.api.app import create_app
 from user_service.api.middleware import MULTIPART_SLACK
 from user_service.config import Settings
@@ -138,9 +139,9 @@ def stored_key(response: httpx.Response) -> re.Match[str]:
     return match
 
 
-def assert_refused(response: httpx.Response, status: int, code: str, uploader: Uploader) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["code"] == code
+def assert_upload_refused(response: httpx.Response, status: int, code: str, uploader: Uploader) -> None:
+    """Refused with `code`, and nothing stored: no file, no avatar URL."""
+    assert_error(response, status, code)
     assert uploader.files() == []
     assert uploader.me()["avatar_url"] is None
 
@@ -284,7 +285,7 @@ NOT_IMAGES: dict[str, Callable[[], bytes]] = {
 def test_non_image_is_415_and_nothing_is_stored(uploader: Uploader, kind: str) -> None:
     response = uploader.upload(NOT_IMAGES[kind](), "avatar.png", "image/png")
 
-    assert_refused(response, 415, "unsupported_media_type", uploader)
+    assert_upload_refused(response, 415, "unsupported_media_type", uploader)
 
 
 def test_refused_upload_keeps_the_previous_avatar(uploader: Uploader) -> None:
@@ -308,14 +309,14 @@ def test_pixel_limit(make_uploader: Callable[..., Uploader], side: int, accepted
     if accepted:
         stored_key(response)
     else:
-        assert_refused(response, 415, "unsupported_media_type", uploader)
+        assert_upload_refused(response, 415, "unsupported_media_type", uploader)
 
 
 @pytest.mark.parametrize(("width", "height"), [(5000, 5000), (20000, 20000), (1, 100_000_000)])
 def test_header_claiming_huge_dimensions_is_415(uploader: Uploader, width: int, height: int) -> None:
     response = uploader.upload(png_claiming(width, height))
 
-    assert_refused(response, 415, "unsupported_media_type", uploader)
+    assert_upload_refused(response, 415, "unsupported_media_type", uploader)
 
 
 # -- size limits --------------------------------------------------------------------------------------------------
@@ -348,13 +349,13 @@ def test_file_over_the_limit_is_413_and_nothing_is_stored(
 
     response = uploader.upload(data, streamed=streamed)
 
-    assert_refused(response, 413, "file_too_large", uploader)
+    assert_upload_refused(response, 413, "file_too_large", uploader)
 
 
 def test_default_limit_is_2_mib(uploader: Uploader) -> None:
     response = uploader.upload(png_of_size(2_097_152 + 1))
 
-    assert_refused(response, 413, "file_too_large", uploader)
+    assert_upload_refused(response, 413, "file_too_large", uploader)
 
 
 def test_streamed_oversized_upload_is_refused_before_it_is_all_read(make_uploader: Callable[..., Uploader]) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import TEST_SECRET, Api, MakeApi, TemplateDatabase, bearer
-from tests.security.test_throttling import REDIS_URL
+from tests.helpers import REDIS_URL
 from user_service import security
 from user_service.api.app import create_app
 from user_service.config import Settings

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from tests.conftest import Api, FakeClock
+from tests.helpers import assert_refused
 from user_service.api.app import create_app
 from user_service.config import Settings
 from user_service.errors import UserServiceError
@@ -25,12 +26,6 @@ from user_service.service import UserService
 REFRESH_TTL = 2_592_000
 RACERS = 8
 RACE_TIMEOUT_SECONDS = 60
-
-
-def assert_refused(response: Any, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["code"] == code
-    assert "access_token" not in response.text
 
 
 def stored_digests(service: UserService) -> list[str]:

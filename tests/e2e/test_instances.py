@@ -27,13 +27,13 @@ from tests.e2e._cluster import (
     serving,
 )
 from tests.e2e.conftest import Server
+from tests.helpers import REDIS_URL
 from user_service.models import User
 
 pytestmark = pytest.mark.e2e
 
 MAX_FAILURES = 4
 RATE_LIMIT = 3
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,18 @@ that LOG_FORMAT selects for `serve`: one JSON object a line, or one text line.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, TEST_SECRET, Api, FakeClock, bearer
-from user_service.api.app import create_app
-from user_service.config import Settings
+from tests.conftest import PASSWORD, TEST_SECRET, Api, FakeClock, MakeApi, bearer
+from tests.helpers import service_of
 from user_service.events import JsonFormatter, TextFormatter, logging_config
 from user_service.service import UserService
 
@@ -37,19 +34,12 @@ LOCKOUT_SECONDS = 30
 # Attributes every LogRecord has; anything else on a record is a field the event added.
 STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 JSON_ENVELOPE = {"time", "level", "logger", "message"}
-MakeApi = Callable[..., Api]
 
 
 @pytest.fixture
-def make_api(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeApi]:
-    """An Api whose requests come from `peer`, on an app of its own built with setting overrides."""
-    with ExitStack() as stack:
-
-        def build(*, peer: str = PEER, **overrides: Any) -> Api:
-            app = create_app(make_settings(**overrides), clock=clock)
-            return Api(stack.enter_context(TestClient(app, client=(peer, 50000))))
-
-        yield build
+def make_api(make_api: MakeApi) -> MakeApi:
+    """The shared make_api, its requests coming from PEER unless a test names another peer."""
+    return functools.partial(make_api, peer=PEER)
 
 
 @pytest.fixture
@@ -62,11 +52,6 @@ def api(make_api: MakeApi) -> Api:
 def security_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG, logger=SECURITY_LOGGER)
     return caplog
-
-
-def service_of(api: Api) -> UserService:
-    service: UserService = api.client.app.state.service  # type: ignore[attr-defined]
-    return service
 
 
 def events(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

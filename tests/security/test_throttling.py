@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from tests.conftest import PASSWORD, WRONG, Api, Cli, FakeClock, MakeApi, assert_invalid_credentials, bearer, user_row
+from tests.helpers import REDIS_URL, service_of
 from user_service.api import ratelimit
 from user_service.api.app import create_app
 from user_service.config import Settings
@@ -28,7 +29,6 @@ from user_service.errors import InvalidCredentials, UserNotFound, UserServiceErr
 from user_service.service import UserService
 
 NEW_PASSWORD = "velvet quartz harbor"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
 LIMIT = 3
 RACERS = 8
@@ -302,11 +302,6 @@ def limited(
 ) -> Iterator[Limited]:
     with ExitStack() as stack:
         yield Limited(make_settings, clock, stack, request)
-
-
-def service_of(app: FastAPI) -> UserService:
-    service: UserService = app.state.service
-    return service
 
 
 def with_alice(app: FastAPI) -> FastAPI:
