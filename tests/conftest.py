@@ -12,7 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,30 +98,37 @@ def postgres_available() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemplateDatabase]:
-    if request.param == "sqlite":
-        yield _sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
-        return
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """The URL of an empty PostgreSQL database made for the caller and dropped afterwards; the test is skipped (or
+    fails, with USER_SERVICE_TEST_REQUIRE_POSTGRES=1) when PostgreSQL does not answer."""
     problem = postgres_available()
     if problem is not None:
         if REQUIRE_POSTGRES:
             pytest.fail(problem + " (USER_SERVICE_TEST_REQUIRE_POSTGRES=1)")
         pytest.skip(problem)
-    name = f"user_service_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
-    migrations.migrate_to(engine, "head")
-    engine.dispose()
     try:
-        yield TemplateDatabase("postgresql", url)
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemplateDatabase]:
+    if request.param == "sqlite":
+        yield _sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
+        return
+    with postgres_database("user_service_test") as url:
+        engine = make_engine(Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
+        migrations.migrate_to(engine, "head")
+        engine.dispose()
+        yield TemplateDatabase("postgresql", url)
 
 
 @pytest.fixture

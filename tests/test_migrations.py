@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
-from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_ADMIN_URL, REQUIRE_POSTGRES, TEST_SECRET, postgres_available
+from tests.conftest import TEST_SECRET, postgres_database
 from user_service import (
     migrations,
     models,  # noqa: F401  (registers the tables on Base.metadata)
@@ -154,21 +152,8 @@ def test_script_location_is_the_repository_alembic_folder() -> None:
 @pytest.fixture
 def empty_postgres_url() -> Iterator[str]:
     """A PostgreSQL database of this test's own, empty (no schema, no alembic_version); dropped afterwards."""
-    problem = postgres_available()
-    if problem is not None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(problem + " (USER_SERVICE_TEST_REQUIRE_POSTGRES=1)")
-        pytest.skip(problem)
-    name = f"user_service_migrate_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database("user_service_migrate") as url:
+        yield url
 
 
 def advisory_lock_waiters(connection: Any) -> int:
