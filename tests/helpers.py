@@ -10,11 +10,19 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jwt
+from dotenv import dotenv_values
+from sqlalchemy import inspect
+from typer.testing import CliRunner
 
-from tests.conftest import TEST_SECRET
+from tests.conftest import PASSWORD, TEST_SECRET, Cli
+from user_service import migrations
+from user_service.cli import app as cli_app
+from user_service.config import Settings
+from user_service.db import make_engine
 from user_service.service import UserService
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -90,3 +98,63 @@ def service_of(target: Any) -> UserService:
     app = getattr(app, "app", app)
     service: UserService = app.state.service
     return service
+
+
+# -- the command line ---------------------------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+COMMANDS = (
+    "init",
+    "migrate",
+    "serve",
+    "create-user",
+    "issue-token",
+    "disable-user",
+    "enable-user",
+    "delete-user",
+    "set-password",
+    "prune-sessions",
+)
+TABLES = {"users", "auth_sessions", "refresh_tokens"}
+PLACEHOLDER_SECRET = str(dotenv_values(ENV_EXAMPLE)["JWT_SECRET_KEY"])
+
+
+def create_user(cli: Cli, *options: str, username: str = "alice", password: str = PASSWORD) -> Any:
+    return cli("create-user", "app-x", username, "--password-stdin", *options, input=password + "\n")
+
+
+def one_line_error(result: Any) -> str:
+    """The failure rule of every command: exit 1, one line on stderr, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    message: str = result.stderr.strip()
+    assert message, result.output
+    assert "\n" not in message, result.stderr
+    return message
+
+
+def revision_of(url: str) -> str | None:
+    engine = make_engine(Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
+    try:
+        return migrations.current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def tables_of(url: str) -> set[str]:
+    engine = make_engine(Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
+    try:
+        return set(inspect(engine).get_table_names()) & TABLES
+    finally:
+        engine.dispose()
+
+
+def bare(*args: str) -> Any:
+    """The command without any database or settings: what `--help` and `--version` need."""
+    return CliRunner().invoke(cli_app, list(args), catch_exceptions=False)
+
+
+def http_message(response: Any) -> str:
+    detail = response.json()["detail"]
+    return detail if isinstance(detail, str) else " ".join(str(item["msg"]) for item in detail)

@@ -18,6 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from tests.conftest import TEST_SECRET, postgres_database
+from tests.helpers import REPO_ROOT, TABLES
 from user_service import (
     migrations,
     models,  # noqa: F401  (registers the tables on Base.metadata)
@@ -27,8 +28,6 @@ from user_service.db import Base, make_engine
 from user_service.errors import ConfigurationError, InvalidInput
 from user_service.service import UserService
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TABLES = {"users", "auth_sessions", "refresh_tokens"}
 USER_SERVICE = Path(sys.executable).parent / "user-service"
 MIGRATORS = 2
 WAIT_SECONDS = 60.0
