@@ -216,6 +216,20 @@ class Api:
     def refresh(self, refresh_token: str) -> httpx.Response:
         return self.client.post("/auth/refresh", json={"refresh_token": refresh_token})
 
+    def created(self, **fields: Any) -> dict[str, Any]:
+        """Register, which must succeed; the new profile."""
+        response = self.register(**fields)
+        assert response.status_code == 201, response.text
+        profile: dict[str, Any] = response.json()
+        return profile
+
+    def logged_in(self, **fields: Any) -> dict[str, Any]:
+        """Log in, which must succeed; the token pair."""
+        response = self.login(**fields)
+        assert response.status_code == 200, response.text
+        pair: dict[str, Any] = response.json()
+        return pair
+
     def tokens(self, **fields: Any) -> dict[str, Any]:
         """Register (unless the account exists) and log in; the token pair."""
         body = {**self.defaults, **fields}
@@ -223,12 +237,8 @@ class Api:
         try:
             service.get_user(namespace=body["namespace"], username=body["username"])
         except UserNotFound:
-            created = self.register(**fields)
-            assert created.status_code == 201, created.text
-        response = self.login(**fields)
-        assert response.status_code == 200, response.text
-        pair: dict[str, Any] = response.json()
-        return pair
+            self.created(**fields)
+        return self.logged_in(**fields)
 
     def me(self, access_token: str) -> httpx.Response:
         return self.client.get("/users/me", headers=bearer(access_token))

@@ -178,14 +178,27 @@ def peak_in_flight(results: Sequence[Timed]) -> int:
     return peak
 
 
+def status_and_code(response: httpx.Response) -> tuple[int, str | None]:
+    """The status and the error code (None on success) of one response."""
+    body = response.json() if response.content else None
+    return response.status_code, body.get("code") if isinstance(body, dict) else None
+
+
 def codes(results: Sequence[Timed]) -> list[tuple[int, str | None]]:
     """(status, error code) per response, sorted, for comparing a whole batch in one assertion."""
-    pairs = []
-    for result in results:
-        body = result.response.json() if result.response.content else None
-        code = body.get("code") if isinstance(body, dict) else None
-        pairs.append((result.response.status_code, code))
-    return sorted(pairs, key=lambda pair: (pair[0], pair[1] or ""))
+    return sorted((status_and_code(result.response) for result in results), key=lambda pair: (pair[0], pair[1] or ""))
+
+
+def register(http: httpx.Client, account: dict[str, str], headers: dict[str, str] | None = None) -> None:
+    created = http.post("/auth/register", json=account, headers=headers)
+    assert created.status_code == 201, created.text
+
+
+def login(http: httpx.Client, account: dict[str, str]) -> dict[str, str]:
+    response = http.post("/auth/login", json=account)
+    assert response.status_code == 200, response.text
+    pair: dict[str, str] = response.json()
+    return pair
 
 
 def cpu_seconds(process_group: int) -> float:

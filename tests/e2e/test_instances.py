@@ -21,10 +21,13 @@ from tests.e2e._cluster import (
     assert_all_overlapped,
     codes,
     database_engine,
+    login,
     migrated_copy,
+    register,
     released_together,
     serve_env,
     serving,
+    status_and_code,
 )
 from tests.e2e.conftest import Server
 from tests.helpers import REDIS_URL
@@ -73,23 +76,6 @@ def a_and_b(instances: tuple[Server, Server]) -> Iterator[tuple[httpx.Client, ht
 @pytest.fixture
 def account() -> dict[str, str]:
     return {"namespace": f"two-{uuid.uuid4().hex[:12]}", "username": "alice", "password": PASSWORD}
-
-
-def register(http: httpx.Client, account: dict[str, str], headers: dict[str, str] | None = None) -> None:
-    created = http.post("/auth/register", json=account, headers=headers)
-    assert created.status_code == 201, created.text
-
-
-def login(http: httpx.Client, account: dict[str, str]) -> dict[str, str]:
-    response = http.post("/auth/login", json=account)
-    assert response.status_code == 200, response.text
-    pair: dict[str, str] = response.json()
-    return pair
-
-
-def status_and_code(response: httpx.Response) -> tuple[int, str | None]:
-    body = response.json() if response.content else {}
-    return response.status_code, body.get("code")
 
 
 def test_a_token_pair_from_one_instance_refreshes_on_the_other(
