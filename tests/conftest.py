@@ -12,7 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from user_service.api.app import create_app
 from user_service.cli import app as cli_app
 from user_service.config import Settings
 from user_service.db import make_engine
+from user_service.errors import UserNotFound
 from user_service.schemas import RegisterRequest
 from user_service.service import UserService
 from user_service.validation import parse_input
@@ -99,30 +100,37 @@ def postgres_available() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemplateDatabase]:
-    if request.param == "sqlite":
-        yield _sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
-        return
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """The URL of an empty PostgreSQL database made for the caller and dropped afterwards; the test is skipped (or
+    fails, with USER_SERVICE_TEST_REQUIRE_POSTGRES=1) when PostgreSQL does not answer."""
     problem = postgres_available()
     if problem is not None:
         if REQUIRE_POSTGRES:
             pytest.fail(problem + " (USER_SERVICE_TEST_REQUIRE_POSTGRES=1)")
         pytest.skip(problem)
-    name = f"user_service_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
-    migrations.migrate_to(engine, "head")
-    engine.dispose()
     try:
-        yield TemplateDatabase("postgresql", url)
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemplateDatabase]:
+    if request.param == "sqlite":
+        yield _sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
+        return
+    with postgres_database("user_service_test") as url:
+        engine = make_engine(Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
+        migrations.migrate_to(engine, "head")
+        engine.dispose()
+        yield TemplateDatabase("postgresql", url)
 
 
 @pytest.fixture
@@ -210,33 +218,63 @@ class Api:
     def refresh(self, refresh_token: str) -> httpx.Response:
         return self.client.post("/auth/refresh", json={"refresh_token": refresh_token})
 
-    def tokens(self, **fields: Any) -> dict[str, Any]:
-        """Register (unless the account exists) and log in; the token pair."""
-        created = self.register(**fields)
-        assert created.status_code in (201, 409), created.text
+    def created(self, **fields: Any) -> dict[str, Any]:
+        """Register, which must succeed; the new profile."""
+        response = self.register(**fields)
+        assert response.status_code == 201, response.text
+        profile: dict[str, Any] = response.json()
+        return profile
+
+    def logged_in(self, **fields: Any) -> dict[str, Any]:
+        """Log in, which must succeed; the token pair."""
         response = self.login(**fields)
         assert response.status_code == 200, response.text
         pair: dict[str, Any] = response.json()
         return pair
+
+    def tokens(self, **fields: Any) -> dict[str, Any]:
+        """Register (unless the account exists) and log in; the token pair."""
+        body = {**self.defaults, **fields}
+        service: UserService = self.client.app.state.service  # type: ignore[attr-defined]
+        try:
+            service.get_user(namespace=body["namespace"], username=body["username"])
+        except UserNotFound:
+            self.created(**fields)
+        return self.logged_in(**fields)
 
     def me(self, access_token: str) -> httpx.Response:
         return self.client.get("/users/me", headers=bearer(access_token))
 
 
 MakeApi = Callable[..., Api]
+MakeClient = Callable[..., TestClient]
 WRONG = "not the password"
 
 
 @pytest.fixture
-def make_api(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeApi]:
-    """An Api on its own app, built with setting overrides, on this test's database and clock."""
+def make_client(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeClient]:
+    """A TestClient on an app of its own, built with setting overrides, on this test's database and clock; its
+    requests come from `peer`."""
     with ExitStack() as stack:
 
-        def build(**overrides: Any) -> Api:
-            app = create_app(make_settings(**overrides), clock=clock)
-            return Api(stack.enter_context(TestClient(app)))
+        def build(
+            *, storage: Any = None, raise_server_exceptions: bool = True, peer: str = "testclient", **overrides: Any
+        ) -> TestClient:
+            app = create_app(make_settings(**overrides), clock=clock, storage=storage)
+            client = TestClient(app, raise_server_exceptions=raise_server_exceptions, client=(peer, 50000))
+            return stack.enter_context(client)
 
         yield build
+
+
+@pytest.fixture
+def make_api(make_client: MakeClient) -> MakeApi:
+    """An Api on its own app, built with setting overrides (and make_client's options)."""
+
+    def build(**options: Any) -> Api:
+        return Api(make_client(**options))
+
+    return build
 
 
 def user_row(service: UserService, username: str = "alice") -> dict[str, Any]:

@@ -6,62 +6,23 @@ Signatures, algorithms, expiry, type, issuer and audience are checked in tests/s
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import PASSWORD, START, TEST_SECRET, Api, FakeClock, bearer
+from tests.conftest import PASSWORD, START, Api, FakeClock, bearer
+from tests.helpers import assert_unauthorized, claims_of, forge
 from user_service.api.app import create_app
 from user_service.config import Settings
 from user_service.service import UserService
 
 ACCESS_TTL = 900
-DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 REQUIRED = ("sub", "ns", "username", "type", "iat", "exp", "jti")
 PROFILE_KEYS = {"id", "namespace", "username", "email", "full_name", "avatar_url", "extra", "created_at", "updated_at"}
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64json(value: dict[str, Any]) -> str:
-    return b64url(json.dumps(value, separators=(",", ":")).encode())
-
-
-def forge(claims: dict[str, Any], *, alg: str = "HS256", key: str = TEST_SECRET) -> str:
-    """A JWT signed by hand, so any header and algorithm can be produced without a library refusing it."""
-    signing_input = f"{b64json({'alg': alg, 'typ': 'JWT'})}.{b64json(claims)}"
-    digest = DIGESTS.get(alg)
-    signature = "" if digest is None else b64url(hmac.new(key.encode(), signing_input.encode(), digest).digest())
-    return f"{signing_input}.{signature}"
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    """The verified claims of a token this service issued (time checks off: the test clock is in 2030)."""
-    claims: dict[str, Any] = jwt.decode(
-        token,
-        TEST_SECRET,
-        algorithms=["HS256"],
-        audience="user-service",
-        issuer="user-service",
-        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
-    )
-    return claims
-
-
-def assert_unauthorized(response: Any, code: str) -> None:
-    assert response.status_code == 401, response.text
-    assert response.json()["code"] == code
-    assert isinstance(response.json()["detail"], str)
-    assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_me_with_an_access_token(api: Api, service: UserService) -> None:

@@ -25,13 +25,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import TEST_SECRET, Api, MakeApi, TemplateDatabase, bearer
-from tests.security.test_throttling import REDIS_URL
+from tests.helpers import REDIS_URL
 from user_service import security
 from user_service.api.app import create_app
 from user_service.config import Settings
 from user_service.cpu import usable_cores
 from user_service.db import make_engine
 from user_service.service import UserService
+
+SETTLE_SECONDS = 30.0
 
 
 def on_event_loop() -> bool:
@@ -51,45 +53,56 @@ def record_where(calls: list[bool], original: Callable[..., Any]) -> Callable[..
 
 
 def test_at_most_one_password_hash_per_core_runs_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bcrypt is CPU-bound: threads beyond the cores would not hash sooner, only take CPU from the event loop."""
+    """bcrypt is CPU-bound: threads beyond the cores would not hash sooner, only take CPU from the event loop.
+
+    More callers than cores are released together against a hash that holds every caller inside until the test lets
+    go. The test waits until the count has settled, every caller either hashing or queued on the slots (none still
+    on its way), so a caller let in beyond the cores cannot arrive after the check."""
     cores = usable_cores()
     callers = cores + 2
+    slots = security._HASHING_SLOTS
     lock = threading.Lock()
     release = threading.Event()
-    counts = {"entered": 0, "hashing": 0, "peak": 0}
-
-    def counting_gensalt(rounds: int) -> bytes:
-        with lock:
-            counts["entered"] += 1
-        return b"$2b$04$" + b"a" * 22
+    start = threading.Barrier(callers, timeout=SETTLE_SECONDS)
+    counts = {"hashing": 0, "peak": 0, "done": 0}
 
     def blocking_hashpw(password: bytes, salt: bytes) -> bytes:
         with lock:
             counts["hashing"] += 1
             counts["peak"] = max(counts["peak"], counts["hashing"])
-        release.wait(timeout=10)
+        assert release.wait(timeout=SETTLE_SECONDS), "the test never let the hash finish"
         with lock:
             counts["hashing"] -= 1
         return salt + b"b" * 31
 
-    monkeypatch.setattr(bcrypt, "gensalt", counting_gensalt)
+    def caller() -> None:
+        start.wait()
+        security.hash_password("a password", 4)
+        with lock:
+            counts["done"] += 1
+
+    def queued() -> int:
+        # Threads blocked on the semaphore wait on its condition (CPython's threading.Semaphore).
+        return len(slots._cond._waiters)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds: b"$2b$04$" + b"a" * 22)
     monkeypatch.setattr(bcrypt, "hashpw", blocking_hashpw)
-    threads = [threading.Thread(target=security.hash_password, args=("a password", 4)) for _ in range(callers)]
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
     for thread in threads:
         thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (counts["entered"] < callers or counts["hashing"] < cores):
-            release.wait(timeout=0.01)
-        # Every caller has its salt; those without a slot get none however long they wait.
-        release.wait(timeout=0.2)
-        assert (counts["entered"], counts["hashing"]) == (callers, cores)
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while counts["hashing"] + queued() < callers:
+            assert time.monotonic() < deadline, (counts, queued())
+            # Waiting on the threads doubles as the poll interval.
+            threads[0].join(0.01)
+        settled = (counts["hashing"], queued())
     finally:
         release.set()
         for thread in threads:
-            thread.join(timeout=10)
-    assert counts["peak"] == cores
-    assert counts["hashing"] == 0
+            thread.join(timeout=SETTLE_SECONDS)
+    assert settled == (cores, callers - cores)
+    assert counts == {"hashing": 0, "peak": cores, "done": callers}
 
 
 def test_the_token_check_reads_off_the_event_loop_on_postgresql_and_in_place_on_sqlite(

@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, text
 
-from tests.conftest import registration
+from tests.conftest import TEST_SECRET, postgres_database, registration
+from tests.helpers import REPO_ROOT, TABLES
 from user_service import (
     migrations,
     models,  # noqa: F401  (registers the tables on Base.metadata)
@@ -24,8 +28,9 @@ from user_service.db import Base, make_engine
 from user_service.errors import ConfigurationError, InvalidInput
 from user_service.service import UserService
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TABLES = {"users", "auth_sessions", "refresh_tokens", "login_failures"}
+USER_SERVICE = Path(sys.executable).parent / "user-service"
+MIGRATORS = 2
+WAIT_SECONDS = 60.0
 
 
 @pytest.fixture
@@ -141,3 +146,73 @@ def test_script_location_is_the_repository_alembic_folder() -> None:
     assert (location / "env.py").is_file()
     head = migrations.head_revision()
     assert [path.name for path in (location / "versions").glob(f"*_{head}_*.py")] != []
+
+
+@pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, empty (no schema, no alembic_version); dropped afterwards."""
+    with postgres_database("user_service_migrate") as url:
+        yield url
+
+
+def advisory_lock_waiters(connection: Any) -> int:
+    """How many sessions on this database wait for an advisory lock held by another."""
+    waiting = connection.execute(
+        text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+    ).scalar_one()
+    return int(waiting)
+
+
+def test_concurrent_migrations_on_postgresql_queue_on_the_advisory_lock(
+    empty_postgres_url: str, tmp_path: Path
+) -> None:
+    """README (Deploying): instances migrating at once queue on an advisory lock; the first builds the schema, the
+    other finds it done. The test holds the lock itself until both `user-service migrate` processes are seen
+    waiting for it, then lets them go together."""
+    env = {**os.environ, "DATABASE_URL": empty_postgres_url, "JWT_SECRET_KEY": TEST_SECRET}
+    holder = create_engine(empty_postgres_url)
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        with holder.connect() as connection:
+            transaction = connection.begin()
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": migrations.MIGRATION_LOCK_KEY})
+            for _ in range(MIGRATORS):
+                processes.append(
+                    subprocess.Popen(
+                        [USER_SERVICE, "migrate"],
+                        env=env,
+                        cwd=tmp_path,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                    )
+                )
+            deadline = time.monotonic() + WAIT_SECONDS
+            while advisory_lock_waiters(connection) < MIGRATORS:
+                assert time.monotonic() < deadline, "the migrations never waited for the advisory lock"
+                for process in processes:
+                    # Waiting on a migration doubles as the poll interval and notices one that did not wait.
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(0.01)
+                    assert process.returncode is None, process.communicate()[0]
+            transaction.rollback()
+        outputs = [process.communicate(timeout=WAIT_SECONDS)[0] for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(WAIT_SECONDS)
+        holder.dispose()
+    assert [process.returncode for process in processes] == [0] * MIGRATORS, outputs
+    head = migrations.head_revision()
+    # One built the schema; the other, let in after it, found the work done.
+    assert sorted(outputs) == [f"Database already at {head}.\n", f"Database migrated from base to {head}.\n"]
+    engine = make_engine(Settings(database_url=empty_postgres_url, _env_file=None))  # type: ignore[call-arg]
+    try:
+        assert migrations.is_at_head(engine)
+        assert table_names(engine) == TABLES
+    finally:
+        engine.dispose()

@@ -21,7 +21,7 @@ import httpx2 as httpx
 from sqlalchemy import Engine, create_engine
 
 from tests.conftest import TEST_SECRET, TemplateDatabase
-from tests.e2e.conftest import Server, free_port, launch_serve, process_env
+from tests.e2e.conftest import Server, launch_serve, process_env
 from user_service import migrations
 
 REQUEST_TIMEOUT = 30.0
@@ -101,16 +101,21 @@ class Timed:
     ended: float
 
 
-def released_together(base_url: str, calls: Sequence[Call], *, clients: int | None = None) -> list[Timed]:
+def released_together(
+    base_url: str | Sequence[str], calls: Sequence[Call], *, clients: int | None = None
+) -> list[Timed]:
     """Send `calls` from `clients` threads (one per call by default), each with its own client, the requests'
-    results in the calls' order.
+    results in the calls' order. Given several base URLs (several instances), client i talks to the (i mod n)th.
 
     Each thread's first request goes out whole but for the last byte of its body, so the server holds them all
     open at once; a barrier then releases the last bytes together. A thread's later calls follow one by one.
     """
     count = clients or len(calls)
     barrier = threading.Barrier(count, timeout=BARRIER_TIMEOUT)
-    http_clients = [httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT) for _ in range(count)]
+    base_urls = [base_url] if isinstance(base_url, str) else list(base_url)
+    http_clients = [
+        httpx.Client(base_url=base_urls[index % len(base_urls)], timeout=REQUEST_TIMEOUT) for index in range(count)
+    ]
     results: list[Timed | None] = [None] * len(calls)
 
     def send(http: httpx.Client, index: int, *, held: bool) -> None:
@@ -173,14 +178,27 @@ def peak_in_flight(results: Sequence[Timed]) -> int:
     return peak
 
 
+def status_and_code(response: httpx.Response) -> tuple[int, str | None]:
+    """The status and the error code (None on success) of one response."""
+    body = response.json() if response.content else None
+    return response.status_code, body.get("code") if isinstance(body, dict) else None
+
+
 def codes(results: Sequence[Timed]) -> list[tuple[int, str | None]]:
     """(status, error code) per response, sorted, for comparing a whole batch in one assertion."""
-    pairs = []
-    for result in results:
-        body = result.response.json() if result.response.content else None
-        code = body.get("code") if isinstance(body, dict) else None
-        pairs.append((result.response.status_code, code))
-    return sorted(pairs, key=lambda pair: (pair[0], pair[1] or ""))
+    return sorted((status_and_code(result.response) for result in results), key=lambda pair: (pair[0], pair[1] or ""))
+
+
+def register(http: httpx.Client, account: dict[str, str], headers: dict[str, str] | None = None) -> None:
+    created = http.post("/auth/register", json=account, headers=headers)
+    assert created.status_code == 201, created.text
+
+
+def login(http: httpx.Client, account: dict[str, str]) -> dict[str, str]:
+    response = http.post("/auth/login", json=account)
+    assert response.status_code == 200, response.text
+    pair: dict[str, str] = response.json()
+    return pair
 
 
 def cpu_seconds(process_group: int) -> float:
@@ -211,7 +229,8 @@ class TcpProxy:
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = free_port()
+        # Bound on entry (port 0, so nothing can take it first); kept while the proxy lives, to come back on it.
+        self.port = 0
         self._lock = threading.Lock()
         self._forwarding = True
         self._sockets: set[socket.socket] = set()
@@ -246,6 +265,7 @@ class TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
+        self.port = listener.getsockname()[1]
         listener.listen(64)
         self._listener = listener
         self._stop = threading.Event()

@@ -1,4 +1,5 @@
-"""Real processes: `user-service serve` on a free loopback port, polled until healthy and always stopped.
+"""Real processes: `user-service serve` on a loopback port it binds itself (port 0, the real one read from uvicorn's
+start-up line, so no other process can take it between a pick and the bind), polled until healthy, always stopped.
 
 Every wait is bounded: a server that does not answer /health within START_DEADLINE fails the test with its
 output, and teardown escalates from SIGTERM to SIGKILL of the server's whole process group.
@@ -6,8 +7,8 @@ output, and teardown escalates from SIGTERM to SIGKILL of the server's whole pro
 
 import contextlib
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,12 +29,8 @@ STOP_TIMEOUT = 20.0
 COMMAND_TIMEOUT = 60.0
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+# uvicorn names the port it bound, also when asked for port 0; with LOG_FORMAT=json the line is inside a field.
+RUNNING_ON = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 
 def process_env(**settings: str) -> dict[str, str]:
@@ -52,16 +49,21 @@ def run_command(
 
 @dataclass
 class Server:
-    """A running `user-service serve`, its base URL and the file its output goes to."""
+    """A running `user-service serve`, the file its output goes to and, once it has bound, its base URL."""
 
     process: subprocess.Popen[bytes]
-    base_url: str
     log: Path
+    base_url: str = ""
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     def wait_until_healthy(self) -> None:
+        """Until the server has said which port it bound and answers /health there, within START_DEADLINE."""
+        self.wait_for_output("Uvicorn running on")
+        found = RUNNING_ON.search(self.output())
+        assert found is not None, self.output()
+        self.base_url = f"http://127.0.0.1:{found.group(1)}"
         deadline = time.monotonic() + START_DEADLINE
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -104,11 +106,11 @@ StartServe = Callable[..., Server]
 
 
 def launch_serve(*args: str, env: dict[str, str], cwd: Path, log: Path, executable: Path = USER_SERVICE) -> Server:
-    """Start `serve` on a free loopback port, in its own process group, its output going to `log`."""
-    port = free_port()
+    """Start `serve` on a loopback port it picks itself, in its own process group, its output going to `log`; its
+    base URL is known once `wait_until_healthy` returns."""
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            [str(executable), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            [str(executable), "serve", "--host", "127.0.0.1", "--port", "0", *args],
             env=env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -116,12 +118,12 @@ def launch_serve(*args: str, env: dict[str, str], cwd: Path, log: Path, executab
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return Server(process, f"http://127.0.0.1:{port}", log)
+    return Server(process, log)
 
 
 @pytest.fixture
 def start_serve(tmp_path: Path) -> Iterator[StartServe]:
-    """Start `serve` on a free port and wait for /health; every server started is stopped at teardown."""
+    """Start `serve` on a port of its own and wait for /health; every server started is stopped at teardown."""
     servers: list[Server] = []
 
     def start(*args: str, env: dict[str, str], cwd: Path, executable: Path = USER_SERVICE) -> Server:

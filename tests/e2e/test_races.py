@@ -19,8 +19,10 @@ from tests.e2e._cluster import (
     assert_all_overlapped,
     codes,
     database_engine,
+    login,
     migrated_copy,
     peak_in_flight,
+    register,
     released_together,
     serve_env,
     serving,
@@ -74,12 +76,8 @@ def http(server: Server) -> Iterator[httpx.Client]:
 
 def register_and_login(http: httpx.Client, namespace: str, username: str = "alice") -> dict[str, str]:
     account = {"namespace": namespace, "username": username, "password": PASSWORD}
-    created = http.post("/auth/register", json=account)
-    assert created.status_code == 201, created.text
-    login = http.post("/auth/login", json=account)
-    assert login.status_code == 200, login.text
-    pair: dict[str, str] = login.json()
-    return pair
+    register(http, account)
+    return login(http, account)
 
 
 def assert_clean_log(server: Server, since: int) -> None:

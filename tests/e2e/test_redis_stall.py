@@ -19,7 +19,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.conftest import PASSWORD, TEST_SECRET
-from tests.e2e.conftest import USER_SERVICE, StartServe, free_port, process_env, run_command
+from tests.e2e.conftest import USER_SERVICE, StartServe, process_env, run_command
 
 pytestmark = pytest.mark.e2e
 
@@ -37,33 +37,55 @@ class RedisServer:
     process: subprocess.Popen[bytes]
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own on a free loopback port; always resumed and killed at the end."""
-    port = free_port()
+START_ATTEMPTS = 5
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _start_redis(tmp_path: Path) -> RedisServer | None:
+    """A redis-server on a port that was free a moment ago; None when another process took it first."""
+    port = _unused_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + REDIS_START_DEADLINE
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            if sock.recv(16).startswith(b"+PONG"):
+                return RedisServer(port, process)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(0.05)
+    process.kill()
+    process.wait(10)
+    return None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own on a loopback port (another tried if the first was taken meanwhile); always
+    resumed and killed at the end."""
+    server = None
+    for _ in range(START_ATTEMPTS):
+        server = _start_redis(tmp_path)
+        if server is not None:
+            break
+    assert server is not None, "redis-server did not start"
     try:
-        deadline = time.monotonic() + REDIS_START_DEADLINE
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError("redis-server did not start")
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(0.05)
-        yield RedisServer(port, process)
+        yield server
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGCONT)
-        process.kill()
-        process.wait(10)
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.process.kill()
+        server.process.wait(10)
 
 
 def timed(call: httpx.Client, method: str, url: str, **kwargs: object) -> tuple[int, float]:

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.conftest import USER_SERVICE, StartServe, free_port, process_env, round_trip, run_command
+from tests.e2e.conftest import USER_SERVICE, StartServe, process_env, round_trip, run_command
 from user_service import migrations
 
 pytestmark = pytest.mark.e2e
@@ -34,9 +34,9 @@ def env_for(db_url: str, **overrides: str) -> dict[str, str]:
     return process_env(DATABASE_URL=db_url, JWT_SECRET_KEY=TEST_SECRET, BCRYPT_ROUNDS="4", **overrides)
 
 
-def assert_refused(args: list[str], *, env: dict[str, str], cwd: Path, reason: str) -> None:
+def assert_serve_refuses(args: list[str], *, env: dict[str, str], cwd: Path, reason: str) -> None:
     """`serve` exits 1 quickly with one line on stderr that contains `reason`, and no traceback."""
-    result = run_command([USER_SERVICE, "serve", "--port", str(free_port()), *args], env=env, cwd=cwd, timeout=30)
+    result = run_command([USER_SERVICE, "serve", "--port", "0", *args], env=env, cwd=cwd, timeout=30)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -74,12 +74,14 @@ def test_serve_refuses_an_unusable_secret(db_url: str, workdir: Path, secret: st
     env = process_env(DATABASE_URL=db_url)
     if secret is not None:
         env["JWT_SECRET_KEY"] = secret
-    assert_refused([], env=env, cwd=workdir, reason=reason)
+    assert_serve_refuses([], env=env, cwd=workdir, reason=reason)
 
 
 def test_serve_refuses_a_copy_of_env_example(db_url: str, workdir: Path) -> None:
     (workdir / ".env").write_text((REPO / ".env.example").read_text(encoding="utf-8"), encoding="utf-8")
-    assert_refused([], env=process_env(DATABASE_URL=db_url), cwd=workdir, reason="JWT_SECRET_KEY is a placeholder")
+    assert_serve_refuses(
+        [], env=process_env(DATABASE_URL=db_url), cwd=workdir, reason="JWT_SECRET_KEY is a placeholder"
+    )
 
 
 def test_serve_refuses_an_unmigrated_database_until_it_is_migrated(
@@ -90,7 +92,7 @@ def test_serve_refuses_an_unmigrated_database_until_it_is_migrated(
         down = run_command([USER_SERVICE, "migrate", "--revision", "base", "--yes"], env=env, cwd=workdir)
         assert down.returncode == 0, down.stderr
 
-        assert_refused([], env=env, cwd=workdir, reason="run `user-service migrate`")
+        assert_serve_refuses([], env=env, cwd=workdir, reason="run `user-service migrate`")
 
         up = run_command([USER_SERVICE, "migrate"], env=env, cwd=workdir)
         assert up.returncode == 0, up.stderr

@@ -7,21 +7,18 @@ that LOG_FORMAT selects for `serve`: one JSON object a line, or one text line.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import PASSWORD, TEST_SECRET, Api, FakeClock, bearer
-from user_service.api.app import create_app
-from user_service.config import Settings
+from tests.conftest import PASSWORD, TEST_SECRET, Api, FakeClock, MakeApi, bearer
+from tests.helpers import service_of
 from user_service.events import JsonFormatter, TextFormatter, logging_config
 from user_service.service import UserService
 
@@ -37,19 +34,12 @@ LOCKOUT_SECONDS = 30
 # Attributes every LogRecord has; anything else on a record is a field the event added.
 STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 JSON_ENVELOPE = {"time", "level", "logger", "message"}
-MakeApi = Callable[..., Api]
 
 
 @pytest.fixture
-def make_api(make_settings: Callable[..., Settings], clock: FakeClock) -> Iterator[MakeApi]:
-    """An Api whose requests come from `peer`, on an app of its own built with setting overrides."""
-    with ExitStack() as stack:
-
-        def build(*, peer: str = PEER, **overrides: Any) -> Api:
-            app = create_app(make_settings(**overrides), clock=clock)
-            return Api(stack.enter_context(TestClient(app, client=(peer, 50000))))
-
-        yield build
+def make_api(make_api: MakeApi) -> MakeApi:
+    """The shared make_api, its requests coming from PEER unless a test names another peer."""
+    return functools.partial(make_api, peer=PEER)
 
 
 @pytest.fixture
@@ -62,11 +52,6 @@ def api(make_api: MakeApi) -> Api:
 def security_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG, logger=SECURITY_LOGGER)
     return caplog
-
-
-def service_of(api: Api) -> UserService:
-    service: UserService = api.client.app.state.service  # type: ignore[attr-defined]
-    return service
 
 
 def events(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -98,20 +83,6 @@ def assert_event(record: logging.LogRecord, event: str, level: int, **expected: 
     assert "\n" not in TextFormatter().format(record)
 
 
-def register(api: Api, **fields: Any) -> dict[str, Any]:
-    response = api.register(**fields)
-    assert response.status_code == 201, response.text
-    profile: dict[str, Any] = response.json()
-    return profile
-
-
-def login(api: Api, **fields: Any) -> dict[str, Any]:
-    response = api.login(**fields)
-    assert response.status_code == 200, response.text
-    pair: dict[str, Any] = response.json()
-    return pair
-
-
 def current_session(api: Api, access_token: str) -> str:
     response = api.client.get("/users/me/sessions", headers=bearer(access_token))
     assert response.status_code == 200, response.text
@@ -124,7 +95,7 @@ def current_session(api: Api, access_token: str) -> str:
 
 def test_register_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
     """ASVS 5.0 16.3.3 and 16.2.1: a new account is logged with its namespace, username, id and client address."""
-    profile = register(api, email="alice@example.com", extra={"plan": "pro"})
+    profile = api.created(email="alice@example.com", extra={"plan": "pro"})
 
     (record,) = events(security_log)
     assert_event(record, "register", logging.INFO, namespace="app-x", username="alice", user_id=profile["id"], ip=PEER)
@@ -132,10 +103,10 @@ def test_register_is_logged(api: Api, security_log: pytest.LogCaptureFixture) ->
 
 def test_login_success_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
     """ASVS 5.0 16.3.1 and 16.2.1: a successful login names the user, the session it opened and the client."""
-    profile = register(api)
+    profile = api.created()
     events(security_log)
 
-    pair = login(api)
+    pair = api.logged_in()
 
     (record,) = events(security_log)
     session_id = current_session(api, pair["access_token"])
@@ -153,7 +124,7 @@ def test_login_success_is_logged(api: Api, security_log: pytest.LogCaptureFixtur
 
 def test_login_failure_for_an_unknown_user_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
     """ASVS 5.0 16.3.1: a failed login for an account that does not exist names what was tried, and where from."""
-    register(api)
+    api.created()
     events(security_log)
 
     response = api.login(username="Mallory")
@@ -166,7 +137,7 @@ def test_login_failure_for_an_unknown_user_is_logged(api: Api, security_log: pyt
 def test_login_failure_for_a_wrong_password_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
     """ASVS 5.0 16.3.1: a wrong password is logged against the account, with the counts of failures so far (from
     this client, and from every client)."""
-    profile = register(api)
+    profile = api.created()
     events(security_log)
 
     first = api.login(password=WRONG_PASSWORD)
@@ -184,7 +155,7 @@ def test_lockout_is_logged(make_api: MakeApi, security_log: pytest.LogCaptureFix
     """ASVS 5.0 16.3.3 (anti-automation): the failure that locks the account logs a warning with the wait, and a
     login refused during the lock is a warning too."""
     api = make_api(login_max_failures=MAX_FAILURES, login_lockout_seconds=LOCKOUT_SECONDS)
-    profile = register(api)
+    profile = api.created()
     events(security_log)
 
     for _ in range(MAX_FAILURES):
@@ -203,8 +174,8 @@ def test_lockout_is_logged(make_api: MakeApi, security_log: pytest.LogCaptureFix
 
 def test_refresh_token_reuse_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
     """ASVS 5.0 16.3.3: a spent refresh token presented again is a warning naming the session it revoked."""
-    profile = register(api)
-    pair = login(api)
+    profile = api.created()
+    pair = api.logged_in()
     session_id = current_session(api, pair["access_token"])
     assert api.refresh(pair["refresh_token"]).status_code == 200
     events(security_log)
@@ -227,8 +198,8 @@ def test_refresh_token_reuse_is_logged(api: Api, security_log: pytest.LogCapture
 
 def test_logout_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
     """ASVS 5.0 16.3.1 and 16.2.1: a logout names the user, the session it ended and the client."""
-    profile = register(api)
-    pair = login(api)
+    profile = api.created()
+    pair = api.logged_in()
     session_id = current_session(api, pair["access_token"])
     events(security_log)
 
@@ -244,9 +215,9 @@ def test_logout_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> N
 def test_logout_all_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
     """ASVS 5.0 16.3.1 and 16.2.1: logging out everywhere names the user, the calling session, how many sessions
     ended and the client."""
-    profile = register(api)
-    login(api)
-    pair = login(api)
+    profile = api.created()
+    api.logged_in()
+    pair = api.logged_in()
     session_id = current_session(api, pair["access_token"])
     events(security_log)
 
@@ -268,8 +239,8 @@ def test_logout_all_is_logged(api: Api, security_log: pytest.LogCaptureFixture) 
 
 def test_password_change_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
     """ASVS 5.0 16.3.3 and 16.2.1: a password change names the user, the new session it opened and the client."""
-    profile = register(api)
-    pair = login(api)
+    profile = api.created()
+    pair = api.logged_in()
     events(security_log)
 
     response = api.client.post(
@@ -294,10 +265,10 @@ def test_password_change_is_logged(api: Api, security_log: pytest.LogCaptureFixt
 
 def test_session_ended_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
     """ASVS 5.0 16.3.3 and 16.2.1: ending one session names the user, the session ended and the client."""
-    profile = register(api)
-    other = login(api)
+    profile = api.created()
+    other = api.logged_in()
     other_id = current_session(api, other["access_token"])
-    pair = login(api)
+    pair = api.logged_in()
     events(security_log)
 
     response = api.client.delete(f"/users/me/sessions/{other_id}", headers=bearer(pair["access_token"]))
@@ -312,7 +283,7 @@ def test_session_ended_is_logged(api: Api, security_log: pytest.LogCaptureFixtur
 def test_password_reset_is_logged(api: Api, security_log: pytest.LogCaptureFixture) -> None:
     """ASVS 5.0 16.3.3: an operator's password reset (no client address: it does not come over HTTP) names the
     user."""
-    profile = register(api)
+    profile = api.created()
     events(security_log)
 
     service_of(api).reset_password(namespace="app-x", username="alice", new_password=RESET_PASSWORD)
@@ -365,8 +336,8 @@ def test_each_event_is_one_line_in_the_configured_format(
     logger.addHandler(handler)
     try:
         caplog.set_level(logging.INFO, logger=SECURITY_LOGGER)
-        register(api)
-        login(api)
+        api.created()
+        api.logged_in()
         api.login(password=WRONG_PASSWORD)
         api.login(username='alice\n{"event": "login", "username": "admin"}\nlevel=INFO')
         api.login(username="mallory\r\nforged line")
@@ -431,7 +402,7 @@ def test_a_session_of_activity_logs_no_secret(
         pairs.append(pair)
         return pair
 
-    register(api, email="alice@example.com", full_name="Alice Liddell", extra={"plan": "pro", "team": "red"})
+    api.created(email="alice@example.com", full_name="Alice Liddell", extra={"plan": "pro", "team": "red"})
     secrets |= stored_secrets(service, caplog)
     first = issued(api.login())
     for _ in range(MAX_FAILURES):

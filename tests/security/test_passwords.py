@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import PASSWORD, WRONG, Api, Cli, MakeApi, assert_invalid_credentials, bearer, user_row
+from tests.helpers import assert_error, one_line_error
 from user_service.passwords import COMMON_PASSWORDS_FILE
 from user_service.service import UserService
 
@@ -36,12 +37,9 @@ RULES = {
 }
 
 
-def assert_refused(response: Any, code: str, phrase: str) -> str:
+def assert_rule_broken(response: Any, code: str, phrase: str) -> str:
     """A 422 naming the broken rule by its code and in words; returns the sentence."""
-    assert response.status_code == 422, response.text
-    body = response.json()
-    assert body["code"] == code
-    assert isinstance(body["detail"], str)
+    body = assert_error(response, 422, code)
     assert phrase in body["detail"]
     detail: str = body["detail"]
     return detail
@@ -53,14 +51,6 @@ def change_password(api: Api, access_token: str, current: str, new: str) -> Any:
         json={"current_password": current, "new_password": new},
         headers=bearer(access_token),
     )
-
-
-def cli_error(result: Any) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    message: str = result.stderr.strip()
-    return message
 
 
 def shipped_common_passwords() -> list[str]:
@@ -95,7 +85,7 @@ def test_minimum_length_is_eight_characters(api: Api, password: str, accepted: b
         assert response.status_code == 201, response.text
         assert api.login(password=password).status_code == 200
     else:
-        assert_refused(response, "password_too_short", "at least 8 characters")
+        assert_rule_broken(response, "password_too_short", "at least 8 characters")
         assert_invalid_credentials(api.login(password=password))
 
 
@@ -105,9 +95,10 @@ def test_minimum_length_setting_is_honoured(make_api: MakeApi, cli: Cli, monkeyp
     api = make_api()
     eleven, twelve = "fjord-lantn", "fjord-lantrn"
 
-    assert_refused(api.register(password=eleven), "password_too_short", "at least 12 characters")
+    assert_rule_broken(api.register(password=eleven), "password_too_short", "at least 12 characters")
     result = cli("create-user", "app-x", "bob", "--password-stdin", input=eleven + "\n")
-    assert "at least 12 characters" in cli_error(result)
+    assert "at least 12 characters" in one_line_error(result)
+    assert result.stdout == ""
 
     assert api.register(password=twelve).status_code == 201
     assert cli("create-user", "app-x", "bob", "--password-stdin", input=twelve + "\n").exit_code == 0
@@ -136,7 +127,7 @@ def test_passwords_up_to_72_bytes_are_accepted(api: Api, password: str) -> None:
 )
 def test_passwords_over_72_bytes_are_refused_not_truncated(api: Api, password: str) -> None:
     """ASVS 5.0 6.2.8: a password over bcrypt's 72 bytes is refused, never silently cut to its first 72 bytes."""
-    detail = assert_refused(api.register(password=password), "password_too_long", "at most 72 bytes")
+    detail = assert_rule_broken(api.register(password=password), "password_too_long", "at most 72 bytes")
 
     assert str(len(password.encode())) in detail
     truncated = password.encode()[:72].decode(errors="ignore")
@@ -172,7 +163,7 @@ def test_password_is_checked_exactly_as_given(api: Api, variant: str) -> None:
 )
 def test_trivial_shapes_are_refused(api: Api, password: str, phrase: str) -> None:
     """ASVS 5.0 6.2.4 and NIST SP 800-63B 5.1.1.2 (repetitive or sequential characters): a shape no length saves."""
-    assert_refused(api.register(password=password), "password_too_simple", phrase)
+    assert_rule_broken(api.register(password=password), "password_too_simple", phrase)
 
 
 COMPOSED, DECOMPOSED = "caf\u00e9 au lait s\u00fbr", "cafe\u0301 au lait su\u0302r"
@@ -248,7 +239,7 @@ def test_common_passwords_are_refused_whatever_their_case(api: Api, case: Callab
         response = api.register(password=password)
 
         assert response.status_code == 422, f"{password!r} was accepted"
-        assert_refused(response, "password_too_common", "too common")
+        assert_rule_broken(response, "password_too_common", "too common")
     assert api.register(password=NEW_PASSWORD).status_code == 201
 
 
@@ -271,7 +262,7 @@ def test_password_built_from_the_account_names_is_refused(api: Api, password: st
     response = api.register(**ACCOUNT, password=password)
 
     code = "password_contains_email" if phrase == "the email address" else "password_contains_username"
-    assert_refused(response, code, f"must not contain {phrase}")
+    assert_rule_broken(response, code, f"must not contain {phrase}")
     assert_invalid_credentials(api.login(username=USERNAME, password=password))
 
 
@@ -290,7 +281,7 @@ def test_names_of_other_accounts_are_not_refused(api: Api) -> None:
 @pytest.mark.parametrize(("password", "code", "phrase"), RULES.values(), ids=RULES.keys())
 def test_rules_apply_at_register(api: Api, password: str, code: str, phrase: str) -> None:
     """ASVS 5.0 6.2.1, 6.2.4, 6.2.8, 6.2.11: registration refuses each broken rule with its code and message."""
-    assert_refused(api.register(**ACCOUNT, password=password), code, phrase)
+    assert_rule_broken(api.register(**ACCOUNT, password=password), code, phrase)
 
     assert_invalid_credentials(api.login(username=USERNAME, password=password))
 
@@ -300,7 +291,7 @@ def test_rules_apply_at_password_change(api: Api, password: str, code: str, phra
     """ASVS 5.0 6.2.1, 6.2.4, 6.2.8, 6.2.11: POST /users/me/password refuses each broken rule; nothing changes."""
     pair = api.tokens(**ACCOUNT)
 
-    assert_refused(change_password(api, pair["access_token"], PASSWORD, password), code, phrase)
+    assert_rule_broken(change_password(api, pair["access_token"], PASSWORD, password), code, phrase)
 
     assert api.me(pair["access_token"]).status_code == 200
     assert_invalid_credentials(api.login(username=USERNAME, password=password))
@@ -312,11 +303,12 @@ def test_rules_apply_at_cli_create_user_with_the_http_message(
     api: Api, cli: Cli, password: str, code: str, phrase: str
 ) -> None:
     """ASVS 5.0 6.2.1, 6.2.4, 6.2.8, 6.2.11: `create-user` exits 1 with the very message the HTTP API gives."""
-    detail = assert_refused(api.register(**ACCOUNT, password=password), code, phrase)
+    detail = assert_rule_broken(api.register(**ACCOUNT, password=password), code, phrase)
 
     result = cli("create-user", "app-x", USERNAME, "--email", EMAIL, "--password-stdin", input=password + "\n")
 
-    assert cli_error(result) == f"error: {detail}"
+    assert one_line_error(result) == f"error: {detail}"
+    assert result.stdout == ""
     assert_invalid_credentials(api.login(username=USERNAME, password=password))
 
 
@@ -326,11 +318,12 @@ def test_rules_apply_at_cli_set_password_with_the_http_message(
 ) -> None:
     """ASVS 5.0 6.2.1, 6.2.4, 6.2.8, 6.2.11: `set-password` exits 1 with the HTTP message; the password stays."""
     pair = api.tokens(**ACCOUNT)
-    detail = assert_refused(change_password(api, pair["access_token"], PASSWORD, password), code, phrase)
+    detail = assert_rule_broken(change_password(api, pair["access_token"], PASSWORD, password), code, phrase)
 
     result = cli("set-password", "app-x", USERNAME, "--password-stdin", input=password + "\n")
 
-    assert cli_error(result) == f"error: {detail}"
+    assert one_line_error(result) == f"error: {detail}"
+    assert result.stdout == ""
     assert_invalid_credentials(api.login(username=USERNAME, password=password))
     assert api.login(username=USERNAME).status_code == 200
     assert api.me(pair["access_token"]).status_code == 200

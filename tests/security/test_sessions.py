@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from tests.conftest import PASSWORD, START, Api, Cli, FakeClock, MakeApi, bearer
+from tests.helpers import assert_unauthorized
 from user_service.service import UserService
 
 NEW_PASSWORD = "velvet quartz harbor"
@@ -40,11 +41,6 @@ def logout(api: Api, refresh_token: str) -> Any:
 
 def end_session(api: Api, access_token: str, session_id: str) -> Any:
     return api.client.delete(f"/users/me/sessions/{session_id}", headers=bearer(access_token))
-
-
-def assert_unauthorized(response: Any, code: str = "invalid_token") -> None:
-    assert response.status_code == 401, response.text
-    assert response.json()["code"] == code
 
 
 def assert_works(api: Api, pair: dict[str, Any]) -> dict[str, Any]:

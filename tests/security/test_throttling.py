@@ -24,6 +24,7 @@ from tests.conftest import (
     PASSWORD,
     WRONG,
     Api,
+    Cli,
     FakeClock,
     MakeApi,
     assert_invalid_credentials,
@@ -31,6 +32,7 @@ from tests.conftest import (
     registration,
     user_row,
 )
+from tests.helpers import REDIS_URL, service_of
 from user_service.api import ratelimit
 from user_service.api.app import create_app
 from user_service.config import Settings
@@ -38,7 +40,6 @@ from user_service.errors import InvalidCredentials, UserNotFound, UserServiceErr
 from user_service.service import UserService
 
 NEW_PASSWORD = "velvet quartz harbor"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
 LIMIT = 3
 RACERS = 8
@@ -107,6 +108,24 @@ def test_success_resets_the_failure_count(api: Api, service: UserService) -> Non
     for _ in range(10):
         assert_invalid_credentials(api.login(password=WRONG))
     assert_locked(api.login(), 30)
+
+
+def test_set_password_lifts_a_lock(api: Api, cli: Cli, service: UserService) -> None:
+    """An operator's `set-password` lifts a lock (README): the new password logs in at once and the count of
+    failures starts again from zero."""
+    assert api.register().status_code == 201
+    for _ in range(10):
+        assert_invalid_credentials(api.login(password=WRONG))
+    assert_locked(api.login(), 30)
+
+    result = cli("set-password", "app-x", "alice", "--password-stdin", input=NEW_PASSWORD + "\n")
+
+    assert result.exit_code == 0, result.output
+    assert user_row(service)["failed_login_count"] == 0
+    assert user_row(service)["locked_until"] is None
+    response = api.login(password=NEW_PASSWORD)
+    assert response.status_code == 200, response.text
+    assert user_row(service)["failed_login_count"] == 0
 
 
 @pytest.mark.parametrize(("cap", "waits"), [(100, [30, 60, 100, 100]), (900, [30, 60, 120, 240, 480, 900, 900])])
@@ -296,11 +315,6 @@ def limited(
         yield Limited(make_settings, clock, stack, request)
 
 
-def service_of(app: FastAPI) -> UserService:
-    service: UserService = app.state.service
-    return service
-
-
 def with_alice(app: FastAPI) -> FastAPI:
     """Create the account through the core, so that setting up costs no request against any limit."""
     service_of(app).register(registration(namespace="app-x", username="alice", password=PASSWORD))
@@ -325,8 +339,19 @@ def hit(client: TestClient, endpoint: str, headers: dict[str, str] | None = None
     return client.post("/users/me/password", json=body, headers={**(headers or {}), **bearer(token)})
 
 
-def assert_allowed(response: httpx.Response) -> None:
-    assert response.status_code in (200, 201, 401), response.text
+# What each request `hit` sends is answered when it is not limited: a new account, a token pair, an unknown refresh
+# token and a wrong current password.
+ALLOWED = {
+    "register": (201, None),
+    "login": (200, None),
+    "refresh": (401, "invalid_token"),
+    "password": (401, "invalid_credentials"),
+}
+
+
+def assert_allowed(response: httpx.Response, endpoint: str) -> None:
+    body = response.json()
+    assert (response.status_code, body.get("code")) == ALLOWED[endpoint], response.text
 
 
 def assert_rate_limited(response: httpx.Response) -> int:
@@ -344,7 +369,7 @@ def assert_rate_limited(response: httpx.Response) -> int:
 
 def use_up(client: TestClient, endpoint: str, headers: dict[str, str] | None = None) -> None:
     for _ in range(LIMIT):
-        assert_allowed(hit(client, endpoint, headers))
+        assert_allowed(hit(client, endpoint, headers), endpoint)
 
 
 STORAGES = ["memory", "redis"]
@@ -392,7 +417,7 @@ def test_endpoints_are_counted_separately(limited: Limited, storage: str) -> Non
     assert_rate_limited(hit(client, "login"))
 
     for endpoint in ("register", "refresh", "password"):
-        assert_allowed(hit(client, endpoint))
+        assert_allowed(hit(client, endpoint), endpoint)
 
 
 @pytest.mark.parametrize("storage", STORAGES)
@@ -415,9 +440,9 @@ def test_instances_sharing_redis_share_one_count(limited: Limited) -> None:
     address = random_address()
     first, second = limited.client(first_app, address), limited.client(second_app, address)
 
-    assert_allowed(hit(first, "login"))
-    assert_allowed(hit(second, "login"))
-    assert_allowed(hit(first, "login"))
+    assert_allowed(hit(first, "login"), "login")
+    assert_allowed(hit(second, "login"), "login")
+    assert_allowed(hit(first, "login"), "login")
 
     assert_rate_limited(hit(second, "login"))
     assert_rate_limited(hit(first, "login"))
