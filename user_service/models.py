@@ -16,6 +16,8 @@ class User(Base):
     __table_args__ = (
         UniqueConstraint("namespace", "username"),
         UniqueConstraint("namespace", "email"),
+        # A namespace's users in order of creation: the keyset pagination of listings.
+        Index("ix_users_namespace_created_at_id", "namespace", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -33,6 +35,7 @@ class User(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuthSession(Base):

@@ -86,6 +86,41 @@ class Profile(BaseModel):
     updated_at: datetime
 
 
+class UserSummary(BaseModel):
+    """A user as listed for operators and app back ends."""
+
+    id: uuid.UUID
+    namespace: str
+    username: str
+    email: str | None
+    full_name: str | None
+    is_active: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class UserPage(BaseModel):
+    """One page of a listing; `next` is the opaque cursor of the following page, or null on the last."""
+
+    items: list[UserSummary]
+    next: str | None
+
+
+class UserDetail(Profile):
+    """A profile with what operators need to see of the account's state (never the hash)."""
+
+    is_active: bool
+    locked_until: datetime | None
+    failed_login_count: int
+    last_login_at: datetime | None
+    live_sessions: int
+
+
+class NamespaceCount(BaseModel):
+    namespace: str
+    users: int
+
+
 class SessionInfo(BaseModel):
     id: uuid.UUID
     created_at: datetime

@@ -5,7 +5,8 @@ Revises: 5cd6b97abf49
 Create Date: 2026-11-30 08:00:00.000000
 
 Failed logins counted per account and client address, so that one client's failures lock that client out of the
-account without locking the account's owner out from everywhere.
+account without locking the account's owner out from everywhere. Users gain the time of their last login, and an
+index that lists a namespace's users in order of creation (keyset pagination).
 """
 
 from __future__ import annotations
@@ -35,8 +36,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("user_id", "client", name=op.f("pk_login_failures")),
     )
     op.create_index("ix_login_failures_updated_at", "login_failures", ["updated_at"], unique=False)
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_users_namespace_created_at_id", "users", ["namespace", "created_at", "id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_users_namespace_created_at_id", table_name="users")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("last_login_at")
     op.drop_index("ix_login_failures_updated_at", table_name="login_failures")
     op.drop_table("login_failures")

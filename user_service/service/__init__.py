@@ -25,8 +25,17 @@ from typing import BinaryIO
 from sqlalchemy import Engine
 
 from user_service.config import Settings
-from user_service.schemas import Profile, ProfilePatch, RegisterRequest, SessionInfo, TokenPair
-from user_service.service import accounts, logins, profiles, sessions, tokens
+from user_service.schemas import (
+    NamespaceCount,
+    Profile,
+    ProfilePatch,
+    RegisterRequest,
+    SessionInfo,
+    TokenPair,
+    UserDetail,
+    UserPage,
+)
+from user_service.service import accounts, directory, logins, profiles, sessions, tokens
 from user_service.service.context import Account, Clock, Context, Passwords, Principal, TokenSubject, utcnow
 from user_service.service.database import Database
 from user_service.service.profiles import merge_extra
@@ -115,6 +124,32 @@ class UserService:
     def issue_tokens(self, *, namespace: str, username: str, ttl_seconds: int | None = None) -> TokenPair:
         """Tokens for an existing active user without a password (operators); a new session."""
         return accounts.issue_tokens(self.context, namespace=namespace, username=username, ttl_seconds=ttl_seconds)
+
+    # -- the directory ------------------------------------------------------------------------------------------
+
+    def list_users(
+        self,
+        namespace: str,
+        *,
+        search: str | None = None,
+        active: bool | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> UserPage:
+        """One page of a namespace's users in order of creation (keyset pagination; `after` is a page's `next`)."""
+        return directory.list_users(self.context, namespace, search=search, active=active, limit=limit, after=after)
+
+    def user_detail(self, *, namespace: str, username: str) -> UserDetail:
+        """One account's profile and state (active, lock, failures, last login, live sessions)."""
+        return directory.user_detail(self.context, namespace, username)
+
+    def namespaces(self) -> list[NamespaceCount]:
+        """Every namespace holding accounts, with its number of users."""
+        return directory.namespaces(self.context)
+
+    def revoke_sessions(self, *, namespace: str, username: str, actor: str = "operator") -> int:
+        """End every session of the user at once; returns how many were open."""
+        return directory.revoke_sessions(self.context, namespace, username, actor=actor)
 
     # -- login, tokens, sessions ------------------------------------------------------------------------------------
 

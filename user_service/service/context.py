@@ -90,6 +90,7 @@ class Account:
     locked_until: datetime | None
     created_at: datetime
     updated_at: datetime
+    last_login_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Account:

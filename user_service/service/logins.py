@@ -65,7 +65,7 @@ def login(
     stale = attempt.form == "typed" or ctx.passwords.needs_rehash(attempt.account.password_hash)
     new_hash = ctx.passwords.hash(password) if stale else None
     pair, session_id = _start_session(
-        ctx, attempt, now=now, user_agent=user_agent, ip=ip, new_hash=new_hash, gone=InvalidCredentials()
+        ctx, attempt, now=now, user_agent=user_agent, ip=ip, new_hash=new_hash, gone=InvalidCredentials(), login=True
     )
     security_event(
         "login", namespace=user.namespace, username=user.username, user_id=user.id, session_id=session_id, ip=ip
@@ -158,11 +158,14 @@ def _start_session(
     new_hash: str | None,
     gone: UserServiceError,
     end_other_sessions: bool = False,
+    login: bool = False,
 ) -> tuple[TokenPair, uuid.UUID]:
     """One transaction: clear the counts and store a new hash, only if the account is as it was verified; then open
     a session with its first token."""
     user = attempt.account
     values: dict[str, Any] = {"failed_login_count": 0, "locked_until": None}
+    if login:
+        values["last_login_at"] = now
     if new_hash is not None:
         values["password_hash"] = new_hash
         values["updated_at"] = now

@@ -3,9 +3,9 @@ call only binds its values. Columns that two tables share a name for are labelle
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_, select, tuple_, update
 
 from user_service.models import AuthSession, LoginFailure, RefreshToken, User
 
@@ -28,6 +28,7 @@ ACCOUNT_FIELDS = (
     "locked_until",
     "created_at",
     "updated_at",
+    "last_login_at",
 )
 _ACCOUNT = tuple(USERS.c[name] for name in ACCOUNT_FIELDS)
 
@@ -135,3 +136,47 @@ PRUNE_SESSIONS = delete(SESSIONS).where(
     or_(SESSIONS.c.expires_at <= bindparam("now"), SESSIONS.c.revoked_at <= bindparam("cutoff"))
 )
 PRUNE_REFRESH_TOKENS = delete(REFRESH_TOKENS).where(REFRESH_TOKENS.c.expires_at <= bindparam("now"))
+
+# -- the directory: listing and counting accounts ---------------------------------------------------------------
+
+USER_SUMMARY = (
+    USERS.c.id,
+    USERS.c.namespace,
+    USERS.c.username,
+    USERS.c.email,
+    USERS.c.full_name,
+    USERS.c.is_active,
+    USERS.c.created_at,
+    USERS.c.last_login_at,
+)
+
+
+def _user_page(*, search: bool, active: bool, after: bool) -> Select[Any]:
+    conditions = [USERS.c.namespace == bindparam("namespace")]
+    if search:
+        # Stored usernames and emails are lowercase: a lowercase prefix matches them case-insensitively.
+        prefix = bindparam("prefix", type_=USERS.c.username.type)
+        conditions.append(or_(USERS.c.username.like(prefix, escape="\\"), USERS.c.email.like(prefix, escape="\\")))
+    if active:
+        conditions.append(USERS.c.is_active == bindparam("active"))
+    if after:
+        conditions.append(
+            tuple_(USERS.c.created_at, USERS.c.id)
+            > tuple_(
+                bindparam("after_created", type_=USERS.c.created_at.type), bindparam("after_id", type_=USERS.c.id.type)
+            )
+        )
+    return select(*USER_SUMMARY).where(*conditions).order_by(USERS.c.created_at, USERS.c.id).limit(bindparam("limit"))
+
+
+# One prebuilt statement for each combination of filters: (search, active, after) -> statement.
+USER_PAGES = {
+    (search, active, after): _user_page(search=search, active=active, after=after)
+    for search in (False, True)
+    for active in (False, True)
+    for after in (False, True)
+}
+LIVE_SESSION_COUNT = select(func.count()).where(OPEN_SESSIONS, SESSIONS.c.expires_at > bindparam("now"))
+NAMESPACE_COUNTS = (
+    select(USERS.c.namespace, func.count().label("users")).group_by(USERS.c.namespace).order_by(USERS.c.namespace)
+)

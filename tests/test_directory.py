@@ -1,0 +1,115 @@
+"""The directory of accounts through the core, as the operator CLI and app back ends use it: pages in a stable
+order, prefix search, filters, one account's state, namespaces, and ending a user's sessions."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import PASSWORD, FakeClock, registration
+from user_service.errors import InvalidCredentials, InvalidInput, InvalidToken, UserNotFound
+from user_service.service import UserService
+
+
+def add(service: UserService, clock: FakeClock, *names: str, namespace: str = "app-x") -> None:
+    for name in names:
+        clock.advance(1)
+        email = f"{name}@example.com"
+        service.register(registration(namespace=namespace, username=name, password=PASSWORD, email=email))
+
+
+def test_pages_cover_every_user_once_in_order_of_creation(service: UserService, clock: FakeClock) -> None:
+    names = [f"user{index:02d}" for index in range(7)]
+    add(service, clock, *names)
+    add(service, clock, "stranger", namespace="other")
+
+    seen, after, pages = [], None, 0
+    while pages < 10:
+        page = service.list_users("app-x", limit=3, after=after)
+        seen += [item.username for item in page.items]
+        pages += 1
+        if page.next is None:
+            break
+        after = page.next
+
+    assert seen == names
+    assert pages == 3
+
+
+def test_users_created_in_the_same_instant_are_paged_by_id(service: UserService) -> None:
+    for name in ("a1", "b2", "c3", "d4"):
+        service.register(registration(namespace="app-x", username=name, password=PASSWORD))
+
+    first = service.list_users("app-x", limit=2)
+    second = service.list_users("app-x", limit=2, after=first.next)
+
+    ids = [item.id for item in first.items + second.items]
+    assert sorted(ids) == ids
+    assert len(set(ids)) == 4
+    assert second.next is None
+
+
+def test_search_matches_a_username_or_email_prefix_whatever_its_case(service: UserService, clock: FakeClock) -> None:
+    add(service, clock, "alice", "alina", "bob", "a_b")
+    clock.advance(1)
+    service.register(registration(namespace="app-x", username="zed", password=PASSWORD, email="ALfred@example.com"))
+
+    found = service.list_users("app-x", search="AL")
+    literal = service.list_users("app-x", search="a_")
+
+    assert [item.username for item in found.items] == ["alice", "alina", "zed"]
+    assert [item.username for item in literal.items] == ["a_b"]
+
+
+def test_filters_by_active_state(service: UserService, clock: FakeClock) -> None:
+    add(service, clock, "alice", "bob")
+    service.set_active(namespace="app-x", username="bob", active=False)
+
+    assert [item.username for item in service.list_users("app-x", active=False).items] == ["bob"]
+    assert [item.username for item in service.list_users("app-x", active=True).items] == ["alice"]
+
+
+@pytest.mark.parametrize("cursor", ["nonsense", "W10", "WyJub3QgYSBkYXRlIiwgIngiXQ"], ids=["junk", "empty", "bad"])
+def test_a_cursor_this_service_did_not_make_is_refused(service: UserService, cursor: str) -> None:
+    with pytest.raises(InvalidInput, match="cursor"):
+        service.list_users("app-x", after=cursor)
+
+
+@pytest.mark.parametrize("limit", [0, 501])
+def test_page_size_is_bounded(service: UserService, limit: int) -> None:
+    with pytest.raises(InvalidInput, match="limit must be 1 to 500"):
+        service.list_users("app-x", limit=limit)
+
+
+def test_one_accounts_state(service: UserService, clock: FakeClock) -> None:
+    add(service, clock, "alice")
+    with pytest.raises(InvalidCredentials):
+        service.login(namespace="app-x", username="alice", password="not the password")
+    service.login(namespace="app-x", username="alice", password=PASSWORD)
+    service.login(namespace="app-x", username="alice", password=PASSWORD)
+
+    detail = service.user_detail(namespace="app-x", username="Alice")
+
+    assert (detail.username, detail.is_active, detail.live_sessions) == ("alice", True, 2)
+    assert detail.failed_login_count == 0
+    assert detail.last_login_at == clock.now
+    assert detail.locked_until is None
+
+
+def test_namespaces_are_counted(service: UserService, clock: FakeClock) -> None:
+    add(service, clock, "alice", "bob")
+    add(service, clock, "carol", namespace="billing")
+
+    assert [(n.namespace, n.users) for n in service.namespaces()] == [("app-x", 2), ("billing", 1)]
+
+
+def test_revoking_sessions_ends_them_at_once(service: UserService, clock: FakeClock) -> None:
+    add(service, clock, "alice")
+    pair = service.login(namespace="app-x", username="alice", password=PASSWORD)
+
+    assert service.revoke_sessions(namespace="app-x", username="alice") == 1
+
+    with pytest.raises(InvalidToken):
+        service.authenticate(pair.access_token)
+    assert service.user_detail(namespace="app-x", username="alice").live_sessions == 0
+    with pytest.raises(UserNotFound):
+        service.revoke_sessions(namespace="app-x", username="nobody")
