@@ -14,6 +14,7 @@ from tests.helpers import (
     http_message,
     one_line_error,
 )
+from user_service.cli import users
 
 # -- create-user --------------------------------------------------------------------------------------------------
 
@@ -27,6 +28,21 @@ def test_create_user_prints_the_id_and_the_user_can_log_in(cli: Cli, web: Api) -
     assert web.me(pair["access_token"]).json()["id"] == str(user_id)
 
 
+@pytest.fixture
+def at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard input is a terminal, as when an operator types the command (Typer's runner feeds a pipe)."""
+    monkeypatch.setattr(users, "stdin_is_a_terminal", lambda: True)
+
+
+def test_create_user_without_a_terminal_or_password_stdin_refuses_to_ask(cli: Cli, web: Api) -> None:
+    result = cli("create-user", "app-x", "alice", input=f"{PASSWORD}\n{PASSWORD}\n")
+
+    assert "--password-stdin" in one_line_error(result)
+    assert result.stdout == ""
+    assert web.login().status_code == 401
+
+
+@pytest.mark.usefixtures("at_a_terminal")
 def test_create_user_asks_for_the_password_twice(cli: Cli, web: Api) -> None:
     result = cli("create-user", "app-x", "alice", input=f"{PASSWORD}\n{PASSWORD}\n")
 
@@ -36,6 +52,7 @@ def test_create_user_asks_for_the_password_twice(cli: Cli, web: Api) -> None:
     assert web.login().status_code == 200
 
 
+@pytest.mark.usefixtures("at_a_terminal")
 def test_create_user_asks_again_after_a_mismatch(cli: Cli, web: Api) -> None:
     answers = f"first-try-password\nsecond-try-password\n{PASSWORD}\n{PASSWORD}\n"
 
@@ -46,6 +63,7 @@ def test_create_user_asks_again_after_a_mismatch(cli: Cli, web: Api) -> None:
     assert web.login().status_code == 200
 
 
+@pytest.mark.usefixtures("at_a_terminal")
 def test_create_user_mismatch_without_another_try_creates_nobody(cli: Cli, web: Api) -> None:
     result = cli("create-user", "app-x", "alice", input="first-try-password\nsecond-try-password\n")
 

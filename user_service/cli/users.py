@@ -40,12 +40,20 @@ def _parse_extra(pairs: list[str]) -> dict[str, str]:
     return extra
 
 
+def stdin_is_a_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
         if not line:
             exit_with_error("--password-stdin was given but standard input is empty")
         return line.removesuffix("\n").removesuffix("\r")
+    if not stdin_is_a_terminal():
+        # A script without --password-stdin: asking would read the password from a pipe and write the prompts to
+        # standard output, in among what the script reads.
+        exit_with_error("no terminal to ask for the password on; pass --password-stdin and write it to standard input")
     password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     return password
 
