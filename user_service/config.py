@@ -9,6 +9,8 @@ import ipaddress
 import math
 import os
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +45,16 @@ _RATE_RE = re.compile(r"[1-9][0-9]{0,6}\s*/\s*(second|minute|hour|day)")
 
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _every_item(value: str, parse: Callable[[str], object], problem: str) -> str:
+    """The comma-separated setting as it is, once `parse` takes each item; else `problem` naming the first misfit."""
+    for item in _split(value):
+        try:
+            parse(item)
+        except ValueError:
+            raise ValueError(problem.format(item=repr(item))) from None
+    return value
 
 
 def secret_problem(value: str) -> str | None:
@@ -180,12 +192,7 @@ class Settings(BaseSettings):
     @field_validator("registration_namespaces")
     @classmethod
     def _namespaces_parse(cls, value: str) -> str:
-        for item in _split(value):
-            try:
-                normalize_namespace(item)
-            except ValueError:
-                raise ValueError(f"REGISTRATION_NAMESPACES: {item!r} is not a namespace") from None
-        return value
+        return _every_item(value, normalize_namespace, "REGISTRATION_NAMESPACES: {item} is not a namespace")
 
     @field_validator("database_url")
     @classmethod
@@ -231,12 +238,11 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_parse(cls, value: str) -> str:
-        for item in _split(value):
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"TRUSTED_PROXIES: {item!r} is not an IP address or network") from None
-        return value
+        return _every_item(
+            value,
+            partial(ipaddress.ip_network, strict=False),
+            "TRUSTED_PROXIES: {item} is not an IP address or network",
+        )
 
     @field_validator("cors_origins")
     @classmethod

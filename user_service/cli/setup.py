@@ -166,21 +166,28 @@ def migrate(
         _migrate(settings, revision)
         return
     from user_service import migrations
-    from user_service.db import make_engine
 
-    with cli_errors():
-        engine = make_engine(settings, create=False)
-    try:
-        with cli_errors():
-            now_at = migrations.current_revision(engine)
-    finally:
-        engine.dispose()
+    now_at = _current_revision(settings)
     head = migrations.head_revision()
     state = "up to date" if now_at == head else "behind: run `user-service migrate`"
     console.print(f"current: {now_at or 'base'}\nhead:    {head}\n{state}")
     if now_at != head:
         # Scripts check the exit code: anything but the latest schema is not ready to serve.
         raise typer.Exit(1)
+
+
+def _current_revision(settings: Settings) -> str | None:
+    """Where the database's schema stands; it only looks, so a SQLite file that does not exist is never created."""
+    from user_service import migrations
+    from user_service.db import make_engine
+
+    with cli_errors():
+        engine = make_engine(settings, create=False)
+    try:
+        with cli_errors():
+            return migrations.current_revision(engine)
+    finally:
+        engine.dispose()
 
 
 def _export(settings: Settings, env_file: Path | None) -> None:
@@ -212,16 +219,8 @@ def serve(
     with cli_errors():
         settings.signing_key()
     from user_service import migrations
-    from user_service.db import make_engine
 
-    with cli_errors():
-        engine = make_engine(settings, create=False)
-    try:
-        with cli_errors():
-            at_head = migrations.is_at_head(engine)
-    finally:
-        engine.dispose()
-    if not at_head:
+    if _current_revision(settings) != migrations.head_revision():
         exit_with_error("the database schema is not up to date; run `user-service migrate` first")
 
     from user_service.cli._server import run_server
