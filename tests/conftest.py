@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from tests.pgbouncer import running_pgbouncer
 from user_service import migrations
 from user_service.api.app import create_app
 from user_service.cli import app as cli_app
@@ -58,17 +59,24 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 class TemplateDatabase:
     """A migrated database that hands out an empty copy per test."""
 
-    def __init__(self, kind: str, url: str, template_file: Path | None = None) -> None:
+    def __init__(self, kind: str, url: str, template_file: Path | None = None, direct_url: str | None = None) -> None:
         self.kind = kind
         self.url = url
         self.template_file = template_file
+        # Behind PgBouncer: the PostgreSQL URL past it, where the tests empty and check the tables.
+        self.direct_url = direct_url or url
+
+    @property
+    def service_env(self) -> dict[str, str]:
+        """The settings a service needs for this database (behind PgBouncer: DB_POOLER=transaction)."""
+        return {"DB_POOLER": "transaction"} if self.kind == "pgbouncer" else {}
 
     def fresh(self, tmp_path: Path) -> str:
         if self.template_file is not None:
             target = tmp_path / "user-service.db"
             shutil.copyfile(self.template_file, target)
             return f"sqlite:///{target}"
-        engine = create_engine(self.url)
+        engine = create_engine(self.direct_url)
         try:
             with engine.begin() as connection:
                 connection.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
@@ -130,7 +138,15 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         engine = make_engine(Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
         migrations.migrate_to(engine, "head")
         engine.dispose()
-        yield TemplateDatabase("postgresql", url)
+        if request.param != "pgbouncer":
+            yield TemplateDatabase("postgresql", url)
+            return
+        # Only where a test asks for it (parametrize "database" with "pgbouncer", indirect): the same PostgreSQL
+        # reached through PgBouncer in transaction mode.
+        direct = make_url(url)
+        with running_pgbouncer(direct.port or 5432) as port:
+            pooled = direct.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+            yield TemplateDatabase("pgbouncer", pooled, direct_url=url)
 
 
 @pytest.fixture

@@ -118,6 +118,21 @@ def estimated_entropy_bits(value: str) -> float:
     return _unpredictable_characters(sample) * math.log2(max(_character_pool(sample), 2))
 
 
+def _checked_database_url(value: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    value = value.strip()
+    try:
+        driver = make_url(value).drivername
+    except (ArgumentError, ValueError):
+        # The URL may hold a password: the message never repeats it.
+        raise ValueError(f"{name} is not a database URL; {_DATABASE_URL_FORMS}") from None
+    if driver not in _DATABASE_DRIVERS:
+        raise ValueError(f"{name} names an unsupported database ({driver}); {_DATABASE_URL_FORMS}")
+    return value
+
+
 class Settings(BaseSettings):
     """Every setting of the service; names are the environment variables' names."""
 
@@ -141,6 +156,12 @@ class Settings(BaseSettings):
     db_lock_timeout_seconds: float = Field(default=2.0, gt=0, le=300)
     db_statement_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     db_idle_in_transaction_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # What sits between the service and PostgreSQL: "transaction" for a pooler that hands a server connection to
+    # another client after each transaction (PgBouncer in transaction mode, RDS Proxy, Supavisor, pgcat).
+    db_pooler: Literal["none", "transaction"] = "none"
+    db_prepared_statements: bool = True
+    # A direct PostgreSQL URL for `migrate` (and the other schema commands), when DATABASE_URL names a pooler.
+    migration_database_url: str | None = None
 
     jwt_secret_key: SecretStr | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -197,18 +218,14 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_parses(cls, value: str) -> str:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        return _checked_database_url(value, "DATABASE_URL")
 
-        value = value.strip()
-        try:
-            driver = make_url(value).drivername
-        except (ArgumentError, ValueError):
-            # The URL may hold a password: the message never repeats it.
-            raise ValueError(f"DATABASE_URL is not a database URL; {_DATABASE_URL_FORMS}") from None
-        if driver not in _DATABASE_DRIVERS:
-            raise ValueError(f"DATABASE_URL names an unsupported database ({driver}); {_DATABASE_URL_FORMS}")
-        return value
+    @field_validator("migration_database_url")
+    @classmethod
+    def _migration_url_parses(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        return _checked_database_url(value, "MIGRATION_DATABASE_URL")
 
     @field_validator("rate_limit")
     @classmethod

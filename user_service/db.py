@@ -115,7 +115,24 @@ def make_engine(settings: Settings, *, create: bool = True) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(
+    pooled = uses_transaction_pooler(settings)
+    connect_args: dict[str, Any] = {
+        "connect_timeout": settings.db_connect_timeout_seconds,
+        # A database host that vanishes without closing the connection is noticed within seconds, not minutes.
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 15_000,
+    }
+    if not pooled:
+        connect_args["options"] = session_options(settings)
+    if pooled or not settings.db_prepared_statements:
+        # psycopg prepares a statement on the server after a few runs and names it per connection (_pg3_0, ...). A
+        # transaction pooler hands that server connection to other clients, whose statements of the same name are
+        # other SQL: a client would run someone else's statement with its own parameters.
+        connect_args["prepare_threshold"] = None
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         # Statement parameters hold password hashes and token digests: keep them out of logs and error messages.
@@ -125,17 +142,19 @@ def make_engine(settings: Settings, *, create: bool = True) -> Engine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_recycle=settings.db_pool_recycle_seconds,
-        connect_args={
-            "connect_timeout": settings.db_connect_timeout_seconds,
-            # A database host that vanishes without closing the connection is noticed within seconds, not minutes.
-            "keepalives": 1,
-            "keepalives_idle": 10,
-            "keepalives_interval": 5,
-            "keepalives_count": 3,
-            "tcp_user_timeout": 15_000,
-            "options": session_options(settings),
-        },
+        connect_args=connect_args,
     )
+    if not pooled:
+        _check_startup_options(engine, settings)
+    return engine
+
+
+def migration_settings(settings: Settings) -> Settings:
+    """The settings `migrate` connects with: MIGRATION_DATABASE_URL, when set, in place of DATABASE_URL (a direct
+    connection to PostgreSQL where DATABASE_URL names a pooler)."""
+    if settings.migration_database_url is None:
+        return settings
+    return settings.model_copy(update={"database_url": settings.migration_database_url})
 
 
 def _milliseconds(seconds: float) -> int:
@@ -146,12 +165,52 @@ def session_options(settings: Settings) -> str:
     """PostgreSQL startup options bounding how long one session may wait on a lock, run one statement, or sit idle
     inside a transaction: a row locked elsewhere then costs the requests for that row a bounded wait (and a 503),
     never every connection of the pool."""
-    limits = {
-        "lock_timeout": settings.db_lock_timeout_seconds,
-        "statement_timeout": settings.db_statement_timeout_seconds,
-        "idle_in_transaction_session_timeout": settings.db_idle_in_transaction_timeout_seconds,
+    return " ".join(f"-c {name}={milliseconds}" for name, milliseconds in _session_limits(settings).items())
+
+
+def _session_limits(settings: Settings) -> dict[str, int]:
+    return {
+        "lock_timeout": _milliseconds(settings.db_lock_timeout_seconds),
+        "statement_timeout": _milliseconds(settings.db_statement_timeout_seconds),
+        "idle_in_transaction_session_timeout": _milliseconds(settings.db_idle_in_transaction_timeout_seconds),
     }
-    return " ".join(f"-c {name}={_milliseconds(seconds)}" for name, seconds in limits.items())
+
+
+def uses_transaction_pooler(settings: Settings) -> bool:
+    """Whether DATABASE_URL reaches PostgreSQL through a transaction pooler (DB_POOLER=transaction)."""
+    return settings.db_pooler == "transaction" and not is_sqlite(settings.database_url)
+
+
+def transaction_limits(settings: Settings) -> str | None:
+    """Behind a transaction pooler, the statement that sets the session limits for the current transaction only
+    (startup options do not reach the server, and a session-wide SET would stay on a server connection that other
+    clients use next); None where the startup options set them."""
+    if not uses_transaction_pooler(settings):
+        return None
+    calls = ", ".join(f"set_config('{name}', '{ms}', true)" for name, ms in _session_limits(settings).items())
+    return f"SELECT {calls}"
+
+
+def _check_startup_options(engine: Engine, settings: Settings) -> None:
+    # A pooler told to ignore the `options` startup parameter (PgBouncer's ignore_startup_parameters) drops the
+    # session limits without a word, and a transaction pooler also mixes psycopg's prepared statements between
+    # clients. Each new connection checks that its limits arrived: one query when the connection opens.
+    expected = str(_session_limits(settings)["lock_timeout"])
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'")
+            row = cursor.fetchone()
+        dbapi_connection.rollback()
+        if row is None or str(row[0]) != expected:
+            message = (
+                "the database connection did not keep its startup options (lock_timeout): a pooler between the "
+                "service and PostgreSQL drops them; behind PgBouncer in transaction mode or another transaction "
+                "pooler set DB_POOLER=transaction"
+            )
+            logging.getLogger("user_service.service").error(message)
+            raise ConfigurationError(message)
 
 
 class _NoResultRows(logging.Filter):

@@ -21,7 +21,8 @@ them), and README.md's error table lists exactly this catalogue (a test compares
     │   └── RateLimited             rate_limited              429 (retry_after seconds)
     ├── FileTooLarge                file_too_large            413
     ├── UnsupportedMediaType        unsupported_media_type    415
-    └── DatabaseUnavailable         database_unavailable      503
+    ├── DatabaseUnavailable         database_unavailable      503
+    └── DatabaseError               internal_error            500 (the database refused a statement: a fault)
 
 The HTTP layer maps `status` to the response (and gives the HTTP-only codes of the catalogue: bad_request,
 not_found, ...); the CLI prints `message` and exits 1.
@@ -205,3 +206,12 @@ class DatabaseUnavailable(UserServiceError):
     code = ErrorCode.DATABASE_UNAVAILABLE
     status = 503
     message = "The database is unavailable; try again shortly."
+
+
+class DatabaseError(UserServiceError):
+    """The database refused a statement for a reason that is the service's fault, not the client's: logged by the
+    driver error's class, answered 500 like any other fault."""
+
+    code = ErrorCode.INTERNAL_ERROR
+    status = 500
+    message = "Internal server error."

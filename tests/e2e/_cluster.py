@@ -23,6 +23,7 @@ from sqlalchemy import Engine, create_engine
 from tests.conftest import TEST_SECRET, TemplateDatabase
 from tests.e2e.conftest import Server, launch_serve, process_env
 from user_service import migrations
+from user_service.db import is_sqlite
 
 REQUEST_TIMEOUT = 30.0
 BARRIER_TIMEOUT = 30.0
@@ -84,8 +85,9 @@ def migrated_copy(database: TemplateDatabase, folder: Path) -> str:
 
 @contextlib.contextmanager
 def database_engine(db_url: str) -> Iterator[Engine]:
-    """An engine on the test's database, for checking what the server left behind."""
-    engine = create_engine(db_url)
+    """An engine on the test's database, for checking what the server left behind (without prepared statements,
+    which a transaction pooler in front would mix up)."""
+    engine = create_engine(db_url, connect_args={} if is_sqlite(db_url) else {"prepare_threshold": None})
     try:
         yield engine
     finally:

@@ -1,5 +1,6 @@
 """Two `serve` processes on different ports and one database behave as one service: tokens, logouts, lockouts and
-(through Redis) per-address rate limits are shared. Runs on SQLite and PostgreSQL."""
+(through Redis) per-address rate limits are shared. Runs on SQLite and PostgreSQL, directly and through PgBouncer in
+transaction mode."""
 
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ from tests.e2e.conftest import Server
 from tests.helpers import REDIS_URL
 from user_service.models import LoginFailure, User
 
-pytestmark = pytest.mark.e2e
+# Also through a real PgBouncer in transaction mode in front of PostgreSQL.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.parametrize("database", ["sqlite", "postgresql", "pgbouncer"], indirect=True),
+]
 
 MAX_FAILURES = 4
 RATE_LIMIT = 3
@@ -52,8 +57,10 @@ def two_instances(env: dict[str, str], cwd: Path) -> Iterator[tuple[Server, Serv
 
 
 @pytest.fixture(scope="module")
-def instances(shared_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
-    env = serve_env(shared_db_url, LOGIN_MAX_FAILURES=str(MAX_FAILURES))
+def instances(
+    database: TemplateDatabase, shared_db_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Server]]:
+    env = serve_env(shared_db_url, LOGIN_MAX_FAILURES=str(MAX_FAILURES), **database.service_env)
     with two_instances(env, tmp_path_factory.mktemp("instances-cwd")) as servers:
         yield servers
 
@@ -152,10 +159,11 @@ def random_client_address() -> str:
 
 
 def test_per_address_rate_limits_are_shared_through_redis(
-    shared_db_url: str, tmp_path: Path, account: dict[str, str]
+    database: TemplateDatabase, shared_db_url: str, tmp_path: Path, account: dict[str, str]
 ) -> None:
     env = serve_env(
         shared_db_url,
+        **database.service_env,
         REDIS_URL=REDIS_URL,
         RATE_LIMIT_ENABLED="true",
         RATE_LIMIT=f"{RATE_LIMIT}/minute",

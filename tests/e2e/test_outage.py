@@ -1,6 +1,7 @@
 """A database outage under a running `serve`: the service answers 503 quickly instead of hanging or failing with a
 500, and recovers by itself when the database is back. PostgreSQL only: the server reaches it through a TCP proxy
-that the test cuts and restores, so the real server, which other tests use, keeps running."""
+that the test cuts and restores, so the real server, which other tests use, keeps running. Also with PgBouncer
+in transaction mode in front, the proxy between it and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2 as httpx
@@ -17,9 +18,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from tests.conftest import PASSWORD, bearer
+from tests.conftest import PASSWORD, TemplateDatabase, bearer
 from tests.e2e._cluster import Call, TcpProxy, codes, database_engine, released_together, serve_env
 from tests.e2e.conftest import Server, StartServe
+from tests.pgbouncer import running_pgbouncer
 from user_service.models import User
 
 pytestmark = pytest.mark.e2e
@@ -53,26 +55,40 @@ def poll_until_healthy(http: httpx.Client, server_process: subprocess.Popen[byte
         assert server_process.poll() is None, "the server exited during the outage"
 
 
-def serve_behind(proxy: TcpProxy, db_url: str, start_serve: StartServe, tmp_path: Path, **settings: str) -> Server:
-    """`serve` whose database connections go through the proxy, giving up on a connection attempt quickly."""
-    proxied = make_url(db_url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+@contextlib.contextmanager
+def database_behind_proxy(database: TemplateDatabase) -> Iterator[tuple[TcpProxy, str]]:
+    """A proxy in front of PostgreSQL and the URL the service uses: the proxy's, or, with PgBouncer, that of a
+    PgBouncer of its own whose server connections go through the proxy (PostgreSQL fails behind the pooler)."""
+    real = make_url(database.direct_url)
+    with TcpProxy(real.port or 5432) as proxy:
+        if database.kind != "pgbouncer":
+            yield proxy, real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+            return
+        with running_pgbouncer(proxy.port) as port:
+            yield proxy, real.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+
+
+def serve_behind(
+    url: str, database: TemplateDatabase, start_serve: StartServe, tmp_path: Path, **settings: str
+) -> Server:
+    """`serve` on `url`, giving up on a connection attempt quickly."""
     workdir = tmp_path / "cwd"
     workdir.mkdir()
-    return start_serve(env=serve_env(proxied, DB_CONNECT_TIMEOUT_SECONDS="1", **settings), cwd=workdir)
+    env = serve_env(url, DB_CONNECT_TIMEOUT_SECONDS="1", **database.service_env, **settings)
+    return start_serve(env=env, cwd=workdir)
 
 
-@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("database", ["postgresql", "pgbouncer"], indirect=True)
 @pytest.mark.parametrize("failure", ["refused", "unresponsive"])
 def test_a_database_outage_answers_503_quickly_and_the_service_recovers_without_a_restart(
-    db_url: str, tmp_path: Path, start_serve: StartServe, failure: str
+    database: TemplateDatabase, db_url: str, tmp_path: Path, start_serve: StartServe, failure: str
 ) -> None:
-    real = make_url(db_url)
     namespace = f"outage-{uuid.uuid4().hex[:12]}"
     alice = {"namespace": namespace, "username": "alice", "password": PASSWORD}
     bob = {"namespace": namespace, "username": "bob", "password": PASSWORD}
 
-    with TcpProxy(real.port or 5432) as proxy:
-        server = serve_behind(proxy, db_url, start_serve, tmp_path, DB_POOL_TIMEOUT_SECONDS="2")
+    with database_behind_proxy(database) as (proxy, url):
+        server = serve_behind(url, database, start_serve, tmp_path, DB_POOL_TIMEOUT_SECONDS="2")
         with httpx.Client(base_url=server.base_url, timeout=2 * ANSWER_WITHIN) as http:
             assert http.post("/auth/register", json=alice).status_code == 201
             login = http.post("/auth/login", json=alice)
@@ -122,17 +138,17 @@ def test_a_database_outage_answers_503_quickly_and_the_service_recovers_without_
     assert "Traceback" not in server.output()
 
 
-@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("database", ["postgresql", "pgbouncer"], indirect=True)
 def test_more_requests_than_the_pool_holds_during_an_outage_get_503_not_500(
-    db_url: str, tmp_path: Path, start_serve: StartServe
+    database: TemplateDatabase, db_url: str, tmp_path: Path, start_serve: StartServe
 ) -> None:
     account = {"namespace": f"outage-{uuid.uuid4().hex[:12]}", "username": "alice", "password": PASSWORD}
-    with TcpProxy(make_url(db_url).port or 5432) as proxy:
+    with database_behind_proxy(database) as (proxy, url):
         # Connection attempts to a host that never answers take the 2 s that libpq allows at the least; the pool
         # gives up on a free connection sooner, so the requests beyond the pool's size run out of pool, not time.
         server = serve_behind(
-            proxy,
-            db_url,
+            url,
+            database,
             start_serve,
             tmp_path,
             DB_POOL_SIZE=str(POOL_SIZE),

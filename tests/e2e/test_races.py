@@ -1,6 +1,7 @@
 """Races against one `serve --workers 2`: many clients released at once on the same account or token get the
 answers one client at a time would get, and the database afterwards holds exactly what they imply. Runs on SQLite
-and PostgreSQL; each test asserts that its requests really were in flight together."""
+and PostgreSQL, directly and through PgBouncer in transaction mode; each test asserts that its requests really were
+in flight together."""
 
 from __future__ import annotations
 
@@ -31,7 +32,11 @@ from tests.e2e.conftest import Server
 from user_service.models import AuthSession, RefreshToken, User
 from user_service.security import refresh_token_digest
 
-pytestmark = pytest.mark.e2e
+# Also through a real PgBouncer in transaction mode in front of PostgreSQL.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.parametrize("database", ["sqlite", "postgresql", "pgbouncer"], indirect=True),
+]
 
 CLIENTS = 24
 BURST_USERS = 200
@@ -51,8 +56,10 @@ def race_db_url(database: TemplateDatabase, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="module")
-def server(race_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = serve_env(race_db_url, BCRYPT_ROUNDS=BCRYPT_ROUNDS, LOGIN_MAX_FAILURES=str(MAX_FAILURES))
+def server(database: TemplateDatabase, race_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = serve_env(
+        race_db_url, BCRYPT_ROUNDS=BCRYPT_ROUNDS, LOGIN_MAX_FAILURES=str(MAX_FAILURES), **database.service_env
+    )
     with serving(env=env, cwd=tmp_path_factory.mktemp("races-cwd"), workers=WORKERS) as (started,):
         yield started
 

@@ -159,7 +159,11 @@ def migrate(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Migrate the database schema (to the latest revision unless --revision says otherwise)."""
+    from user_service.db import migration_settings
+
     settings = settings_from(env_file, database_url)
+    if database_url is None:
+        settings = migration_settings(settings)
     if not current:
         _check_sqlite_folder(settings)
         _confirm_downgrade(settings, revision, yes)

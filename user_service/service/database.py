@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Executable, text
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from user_service.config import Settings
-from user_service.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, make_single_read_engine
-from user_service.errors import DatabaseUnavailable
+from user_service.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, make_single_read_engine, transaction_limits
+from user_service.errors import DatabaseError, DatabaseUnavailable
 
 log = logging.getLogger("user_service.service")
 
@@ -27,6 +27,12 @@ _PING = text("SELECT 1")
 # How the two databases name a foreign-key failure in their messages (PostgreSQL's SQLSTATE 23503 class name, and
 # SQLite's text).
 _REFERENCE_MARKERS = ("ForeignKeyViolation", "FOREIGN KEY constraint failed")
+# SQLSTATEs of a prepared statement that already exists (42P05) or does not (26000) on the server connection.
+_PREPARED_STATEMENT_STATES = ("42P05", "26000")
+_POOLER_HINT = (
+    "PostgreSQL is reached through a transaction pooler (PgBouncer in transaction mode, RDS Proxy, Supavisor, pgcat); "
+    "set DB_POOLER=transaction"
+)
 
 
 # What a transaction hands the domain modules: they execute the prebuilt statements on it and read rows by name.
@@ -51,6 +57,8 @@ def _database_errors() -> Iterator[None]:
         yield
     except (OperationalError, InterfaceError, PoolTimeout) as exc:
         # A refused or lost connection, a server-side timeout, or no free connection in the pool in time.
+        if "unsupported startup parameter" in str(getattr(exc, "orig", "")):
+            log.error("database unavailable: %s", _POOLER_HINT)
         log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
         raise DatabaseUnavailable() from None
     except IntegrityError as exc:
@@ -58,6 +66,15 @@ def _database_errors() -> Iterator[None]:
         if any(marker in detail for marker in _REFERENCE_MARKERS):
             raise ReferenceViolation() from None
         raise UniqueViolation() from None
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) in _PREPARED_STATEMENT_STATES:
+            # Another client's prepared statement on this server connection, or ours gone: a transaction pooler.
+            log.error("database unavailable: %s: %s", type(exc.orig).__name__, _POOLER_HINT)
+            raise DatabaseUnavailable() from None
+        # Any other refusal by the driver is a fault of this service: logged by its class only (the message may
+        # hold values), answered 500 by the doors.
+        log.error("database error: %s", type(exc.orig).__name__)
+        raise DatabaseError() from None
 
 
 class Database:
@@ -67,6 +84,8 @@ class Database:
         self.engine = engine if engine is not None else make_engine(settings)
         self._single_reads = make_single_read_engine(self.engine)
         self._write_engine = self.engine.execution_options(write=True)
+        limits = transaction_limits(settings)
+        self._limits = text(limits) if limits is not None else None
         # On SQLite (WAL) a single-row read is a read of a local file that waits for nothing: readers never wait
         # for writers, and the pool never makes a checkout wait. Callers on an event loop may run those reads in
         # place: that costs less than handing them to a worker thread.
@@ -123,13 +142,19 @@ class Database:
     def read(self) -> Iterator[Transaction]:
         """A read transaction, for reads of several rows that must agree."""
         with _database_errors(), self.engine.begin() as connection:
+            self._limit(connection)
             yield connection
 
     @contextmanager
     def write(self) -> Iterator[Transaction]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         with _database_errors(), self._writer_turn(), self._write_engine.begin() as connection:
+            self._limit(connection)
             yield connection
+
+    def _limit(self, connection: Connection) -> None:
+        if self._limits is not None:
+            connection.execute(self._limits)
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
