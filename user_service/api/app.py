@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from user_service import __version__
 from user_service.api.docs import install_docs
 from user_service.api.errors import install_error_handlers
+from user_service.api.metrics import Metrics
 from user_service.api.middleware import RequestGuard
 from user_service.api.ratelimit import AddressRateLimiter
+from user_service.api.request_context import RequestContext
 from user_service.api.routes import auth, health, uploads, users
 from user_service.config import Settings, load_settings
 from user_service.service import Clock, UserService
@@ -38,17 +41,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     limiter.close()
 
 
+class UserServiceApp(FastAPI):
+    """A FastAPI app whose outermost layer, outside even Starlette's error middleware, is RequestContext."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        service: UserService = self.state.service
+        return RequestContext(
+            super().build_middleware_stack(),
+            routes=self.router.routes,
+            metrics=self.state.metrics,
+            access_log=service.settings.access_log,
+            trusted_proxies=service.settings.trusted_proxy_networks,
+        )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     clock: Clock | None = None,
     storage: AvatarStorage | None = None,
+    metrics: bool | None = None,
 ) -> FastAPI:
-    """Build the HTTP app; settings default to the environment and `.env`. Refuses to build without a secret."""
+    """Build the HTTP app; settings default to the environment and `.env`. Refuses to build without a secret.
+    `metrics` counts requests and auth events (see `user_service.metrics_app`); by default only when METRICS_PORT
+    is set."""
     settings = settings if settings is not None else load_settings()
     settings.signing_key()
     service = UserService(settings, clock=clock, storage=storage)
-    app = FastAPI(
+    app = UserServiceApp(
         title="user-service",
         version=__version__,
         description=DESCRIPTION,
@@ -63,6 +83,8 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.service = service
+    counting = metrics if metrics is not None else settings.metrics_port is not None
+    app.state.metrics = Metrics(namespace_label=settings.metrics_namespace_label) if counting else None
     app.state.rate_limiter = AddressRateLimiter(settings)
     if settings.cors_origin_list:
         app.add_middleware(

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, Executable, text
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from user_service import telemetry
 from user_service.config import Settings
 from user_service.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, make_single_read_engine
 from user_service.errors import DatabaseUnavailable
@@ -51,12 +52,15 @@ def _database_errors() -> Iterator[None]:
         yield
     except (OperationalError, InterfaceError, PoolTimeout) as exc:
         # A refused or lost connection, a server-side timeout, or no free connection in the pool in time.
+        telemetry.database_error("pool_timeout" if isinstance(exc, PoolTimeout) else "connection")
         log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
         raise DatabaseUnavailable() from None
     except IntegrityError as exc:
         detail = f"{type(exc.orig).__name__} {exc.orig}"
         if any(marker in detail for marker in _REFERENCE_MARKERS):
+            telemetry.database_error("reference_violation")
             raise ReferenceViolation() from None
+        telemetry.database_error("unique_violation")
         raise UniqueViolation() from None
 
 
@@ -140,6 +144,7 @@ class Database:
             yield
             return
         if not self._sqlite_writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            telemetry.database_error("writer_timeout")
             log.warning("database unavailable: no turn to write within the busy timeout")
             raise DatabaseUnavailable()
         try:
