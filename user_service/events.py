@@ -94,9 +94,20 @@ class TextFormatter(logging.Formatter):
         return _CONTROL.sub(_escape_control, super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        # The fields go on the record's own line, before a traceback, not after its last line.
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
         extra = " ".join(f"{key}={quote_value(value)}" for key, value in _fields(record).items() if key != "event")
-        return f"{line} {extra}" if extra else line
+        if extra:
+            line = f"{line} {extra}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
 
 
 def logging_config(log_format: str, level: str) -> dict[str, Any]:

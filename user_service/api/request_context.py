@@ -39,6 +39,21 @@ def request_id_of(headers: Sequence[tuple[bytes, bytes]]) -> str:
     return os.urandom(16).hex()
 
 
+def _template_for(routes: Sequence[BaseRoute], scope: Scope) -> str | None:
+    """The path template of the first route matching the request, looking inside included routers."""
+    for candidate in routes:
+        if candidate.matches(scope)[0] is Match.NONE:
+            continue
+        template = getattr(candidate, "path_format", None)
+        if isinstance(template, str):
+            return template
+        # FastAPI keeps an included router whole; its routes carry the full path.
+        inner = getattr(getattr(candidate, "original_router", None), "routes", None)
+        if inner is not None:
+            return _template_for(inner, scope)
+    return None
+
+
 class RequestContext:
     """Sets the request id (kept from X-Request-ID, or new) and the app's metrics for the request's context, echoes
     the id in the response, counts the request by method, route template and status class, and writes the access
@@ -93,15 +108,10 @@ class RequestContext:
         """The path template of the route that answered; for a request refused before routing (a body over its
         limit), the template of the route it was for."""
         route = scope.get("route")
-        if route is None or route is outer_route:
-            for candidate in self.routes:
-                if candidate.matches(scope)[0] is not Match.NONE:
-                    route = candidate
-                    break
-            else:
-                return UNMATCHED
-        template = getattr(route, "path_format", None)
-        return template if isinstance(template, str) else UNMATCHED
+        template = getattr(route, "path_format", None) if route is not outer_route else None
+        if not isinstance(template, str):
+            template = _template_for(self.routes, scope)
+        return template if template is not None else UNMATCHED
 
     def _log(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         client = scope.get("client")
