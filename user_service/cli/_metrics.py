@@ -123,7 +123,7 @@ def metrics_listener(host: str, port: int, directory: Path) -> Iterator[MetricsS
     bound_host, bound_port = server.socket.getsockname()[:2]
     thread = threading.Thread(target=server.serve_forever, name="user-service-metrics", daemon=True)
     thread.start()
-    log.info("metrics on http://%s:%d%s", bound_host, bound_port, METRICS_PATH)
+    log.info("metrics on http://%s:%d%s, the workers' figures in %s", bound_host, bound_port, METRICS_PATH, directory)
     try:
         yield server
     finally:
