@@ -3,6 +3,8 @@ app calls (`metrics_text`, `metrics_app`)."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,3 +248,20 @@ def test_nothing_is_counted_without_metrics(api: Api, app: FastAPI) -> None:
     assert app.state.metrics is None
     with pytest.raises(ValueError, match="metrics=True"):
         metrics_app(app)
+
+
+def test_the_grafana_dashboard_uses_only_metrics_that_exist() -> None:
+    dashboard = json.loads((Path(__file__).resolve().parents[1] / "examples" / "grafana-dashboard.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"user_service_[a-z_]+", target["expr"])
+    }
+    exposed = {
+        sample.name for family in Metrics(namespace_label=False).registry.collect() for sample in family.samples
+    } | {f"{family.name}_bucket" for family in Metrics().registry.collect() if family.type == "histogram"}
+    families = {family.name for family in Metrics().registry.collect()}
+
+    assert used
+    assert all(name in exposed or name.removesuffix("_total") in families for name in used), used - exposed
