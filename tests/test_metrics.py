@@ -20,7 +20,8 @@ from tests.conftest import PASSWORD, TEST_SECRET, WRONG, Api, FakeClock, bearer,
 from user_service import metrics_app, metrics_text
 from user_service.api.app import create_app
 from user_service.api.metrics import MAX_NAMESPACE_LABELS, Metrics
-from user_service.config import Settings
+from user_service.config import Settings, load_settings
+from user_service.errors import ConfigurationError
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -162,7 +163,8 @@ def test_rate_limit_refusals_are_counted(make_metered: Callable[..., Metered]) -
     assert metered.value("user_service_rate_limit_refusals_total", route="/auth/register") == 1
 
 
-def test_avatar_uploads_are_counted_by_outcome(metered: Metered) -> None:
+def test_avatar_uploads_are_counted_by_outcome(make_metered: Callable[..., Metered]) -> None:
+    metered = make_metered(avatar_max_bytes=1024)
     headers = bearer(metered.api.tokens()["access_token"])
     stored = metered.api.client.post(
         "/users/me/avatar", files={"file": ("a.png", image_bytes("PNG"), "image/png")}, headers=headers
@@ -170,11 +172,16 @@ def test_avatar_uploads_are_counted_by_outcome(metered: Metered) -> None:
     refused = metered.api.client.post(
         "/users/me/avatar", files={"file": ("a.png", b"not an image at all", "image/png")}, headers=headers
     )
+    too_large = metered.api.client.post(
+        "/users/me/avatar", files={"file": ("a.png", b"x" * 40_000, "image/png")}, headers=headers
+    )
     assert stored.status_code == 200, stored.text
     assert refused.status_code == 415, refused.text
+    assert too_large.status_code == 413, too_large.text
 
     assert metered.value("user_service_avatar_uploads_total", outcome="stored") == 1
     assert metered.value("user_service_avatar_uploads_total", outcome="unsupported_media_type") == 1
+    assert metered.value("user_service_avatar_uploads_total", outcome="file_too_large") == 1
 
 
 def test_database_errors_and_unavailable_answers_are_counted(tmp_path: Path, clock: FakeClock) -> None:
@@ -265,3 +272,28 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist() -> None:
 
     assert used
     assert all(name in exposed or name.removesuffix("_total") in families for name in used), used - exposed
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"METRICS_PORT": ""}, None),
+        ({"METRICS_PORT": "9100", "METRICS_HOST": "::1"}, 9100),
+        ({"METRICS_PORT": "9100", "METRICS_HOST": "localhost"}, 9100),
+    ],
+)
+def test_metrics_settings_are_read(
+    monkeypatch: pytest.MonkeyPatch, values: dict[str, str], expected: int | None
+) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+
+    assert Settings(_env_file=None).metrics_port == expected  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("name", "value"), [("METRICS_HOST", "metrics.example.com"), ("METRICS_PORT", "70000")])
+def test_bad_metrics_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings()

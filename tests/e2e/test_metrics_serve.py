@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 from pathlib import Path
 
 import httpx2 as httpx
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PASSWORD
 from tests.e2e._cluster import serve_env
-from tests.e2e.conftest import Server, StartServe
+from tests.e2e.conftest import USER_SERVICE, Server, StartServe, run_command
 
 pytestmark = pytest.mark.e2e
 
@@ -149,3 +150,17 @@ def test_no_access_log_keeps_the_security_events(start_serve: StartServe, db_url
 
     assert "user_service.access" not in server.output()
     assert "uvicorn.access" not in server.output()
+
+
+def test_a_metrics_port_in_use_is_one_line_error(db_url: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_command(
+            [USER_SERVICE, "serve", "--port", "0", "--metrics-port", str(port)], env=serve_env(db_url), cwd=tmp_path
+        )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"the metrics listener cannot bind 127.0.0.1:{port}" in result.stderr

@@ -96,7 +96,10 @@ def create_app(
         )
     # Added last, so it is the outermost: CORS preflight answers get its headers too.
     app.add_middleware(
-        RequestGuard, max_body_bytes=settings.request_max_bytes, avatar_max_bytes=settings.avatar_max_bytes
+        RequestGuard,
+        max_body_bytes=settings.request_max_bytes,
+        avatar_max_bytes=settings.avatar_max_bytes,
+        metrics=app.state.metrics,
     )
     install_error_handlers(app)
     # The most frequent request, GET /users/me, is matched first: routers are tried in this order.

@@ -7,6 +7,8 @@ Labels take few values: the route is the path template, the status a class (`2xx
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -29,6 +31,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.namespace_label = namespace_label
         self._namespaces: set[str] = set()
+        self._namespaces_lock = threading.Lock()
         registry = self.registry
         self.http_requests = Counter(
             PREFIX + "http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=registry
@@ -132,9 +135,10 @@ class Metrics:
             return ""
         if namespace in self._namespaces:
             return namespace
-        if len(self._namespaces) >= MAX_NAMESPACE_LABELS:
-            return "other"
-        self._namespaces.add(namespace)
+        with self._namespaces_lock:
+            if len(self._namespaces) >= MAX_NAMESPACE_LABELS:
+                return "other"
+            self._namespaces.add(namespace)
         return namespace
 
     def exposition(self) -> bytes:

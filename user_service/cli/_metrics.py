@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ log = logging.getLogger("user_service.metrics")
 def metrics_directory() -> Iterator[Path]:
     """A new, private directory for the workers' metric files, named in the environment (for this process and the
     workers it starts), removed with everything in it at the end."""
+    if "prometheus_client.values" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess directory was set")
     directory = Path(tempfile.mkdtemp(prefix="user-service-metrics-"))
     previous = os.environ.get(MULTIPROC_VARIABLE)
     os.environ[MULTIPROC_VARIABLE] = str(directory)
@@ -118,8 +121,14 @@ class MetricsServer(ThreadingHTTPServer):
 
 @contextmanager
 def metrics_listener(host: str, port: int, directory: Path) -> Iterator[MetricsServer]:
-    """Serve the metrics of `directory` on host:port in a background thread until the block ends."""
-    server = MetricsServer((host, port), directory)
+    """Serve the metrics of `directory` on host:port in a background thread until the block ends; a port that cannot
+    be bound ends `serve` with one line."""
+    try:
+        server = MetricsServer((host, port), directory)
+    except OSError as exc:
+        from user_service.cli._output import exit_with_error
+
+        exit_with_error(f"the metrics listener cannot bind {host}:{port}: {exc.strerror or exc}")
     bound_host, bound_port = server.socket.getsockname()[:2]
     thread = threading.Thread(target=server.serve_forever, name="user-service-metrics", daemon=True)
     thread.start()
