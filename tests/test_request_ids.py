@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import WRONG, Api, MakeApi
+from tests.conftest import WRONG, Api, MakeApi, MakeClient
 from user_service.api.request_context import request_id_of
 from user_service.events import JsonFormatter, RequestIdFilter, TextFormatter, logging_config
 
@@ -187,3 +187,18 @@ def test_the_unhandled_error_line_carries_the_request_id(
         api.client.get("/boom", headers={"X-Request-ID": "trace-11"})
 
     assert "request_id=trace-11" in lines_with(stream, "unhandled error")[0]
+
+
+def test_a_browser_origin_may_send_and_read_the_request_id(make_client: MakeClient) -> None:
+    client = make_client(cors_origins="https://app.example.com")
+    origin = {"Origin": "https://app.example.com"}
+    preflight = client.options(
+        "/users/me",
+        headers={**origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-request-id"},
+    )
+    answer = client.get("/users/me", headers={**origin, "X-Request-ID": "trace-12"})
+
+    assert preflight.status_code == 200, preflight.text
+    assert "x-request-id" in preflight.headers["access-control-allow-headers"].lower()
+    assert answer.headers["x-request-id"] == "trace-12"
+    assert answer.headers["access-control-expose-headers"].lower() == "x-request-id"

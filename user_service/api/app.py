@@ -91,7 +91,9 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            # Browser clients may read the request id of an answer (to quote it in a support request).
+            expose_headers=["X-Request-ID"],
             max_age=600,
         )
     # Added last, so it is the outermost: CORS preflight answers get its headers too.
