@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+import examples.host_app as example
 from tests.conftest import PASSWORD, TEST_SECRET, WRONG, Api, FakeClock, bearer, image_bytes
 from user_service import metrics_app, metrics_text
 from user_service.api.app import create_app
@@ -297,3 +298,16 @@ def test_bad_metrics_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name:
 
     with pytest.raises(ConfigurationError, match=name):
         load_settings()
+
+
+def test_the_example_host_serves_the_embedded_apps_metrics(settings: Settings) -> None:
+    with TestClient(example.build_app(settings)) as web:
+        account = {"namespace": example.NAMESPACE, "username": "alice", "password": PASSWORD}
+        assert web.post("/accounts/auth/register", json=account).status_code == 201
+        assert web.post("/accounts/auth/login", json=account).status_code == 200
+        scraped = web.get("/metrics")
+
+    assert scraped.status_code == 200
+    assert sample(scraped.text, "user_service_auth_events_total", event="login", outcome="success") == 1
+    requests = "user_service_http_requests_total"
+    assert sample(scraped.text, requests, method="POST", route="/auth/login", status="2xx") == 1
