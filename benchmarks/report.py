@@ -71,6 +71,9 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str,
     scale_two = _get(summary, "scale", "us-sqlite-2w", "ok_per_s")
     scale_one = _get(summary, "scale", "us-sqlite", "ok_per_s")
     result["scale"] = {"us-sqlite-2w": {"metric": "ok_per_s", "vs_one_worker": _ratio(scale_two, scale_one)}}
+    metered = _get(summary, "metrics", "us-sqlite-metrics", "ok_per_s")
+    unmetered = _get(summary, "metrics", "us-sqlite", "ok_per_s")
+    result["metrics"] = {"us-sqlite-metrics": {"metric": "ok_per_s", "vs_metrics_off": _ratio(metered, unmetered)}}
     return result
 
 
@@ -141,6 +144,8 @@ def targets(summary: dict[str, dict[str, dict[str, Any]]], ratio: dict[str, Any]
     add("registration burst errors (SQLite)", registration_errors, "0", lambda v: v == 0)
     scale = ratio.get("scale", {}).get("us-sqlite-2w", {}).get("vs_one_worker")
     add("--workers 2 / 1 worker, GET /users/me (SQLite)", scale, ">= 1.6", lambda v: v >= 1.6)
+    metered = ratio.get("metrics", {}).get("us-sqlite-metrics", {}).get("vs_metrics_off")
+    add("metrics on / off, GET /users/me (SQLite)", metered, ">= 0.9", lambda v: v >= 0.9)
     return rows
 
 

@@ -132,6 +132,13 @@ SCENARIOS: dict[str, Scenario] = {
             True,
             "2 workers over 1 worker",
         ),
+        Scenario(
+            "metrics",
+            "GET /users/me with serve --metrics-port (Prometheus metrics counted) vs without",
+            ("us-sqlite", "us-sqlite-metrics"),
+            False,
+            "metrics on over metrics off",
+        ),
     )
 }
 
@@ -320,6 +327,7 @@ class Bench:
                 "refresh": self.args.duration + 3,
                 "upload": self.args.duration + 6,
                 "scale": self.args.warmup + self.args.duration + 1,
+                "metrics": self.args.warmup + self.args.duration + 1,
             }[scenario]
             per_round += each * len(systems)
         return int(per_round * self.args.rounds + 10 * len(self.systems_needed()))
@@ -545,6 +553,7 @@ class Bench:
             "refresh": self.measure_refresh,
             "upload": self.measure_upload,
             "scale": self.measure_scale,
+            "metrics": self.measure_me,
         }
         for round_no in range(1, self.args.rounds + 1):
             self.round_tokens.clear()

@@ -21,7 +21,8 @@ from setup_env import HERE, project_bin
 PEERS = HERE / "peers"
 NAMESPACE = "bench"
 # Passes the password policy: not common, no username inside, under 72 bytes.
-PASSWORD = "Kq7v-Xw3p-Lm9z-wrk"  # noqa: S105 (the benchmark accounts' password, on throw-away databases)
+# The benchmark accounts' password, on throw-away databases; the password policy refuses one holding the namespace.
+PASSWORD = "Kq7v-Xw3p-Lm9z-Rt4n"  # noqa: S105
 BCRYPT_ROUNDS = 10
 ACCESS_TOKEN_TTL_SECONDS = 900
 UPLOAD_USERS = 16
@@ -40,6 +41,7 @@ class SystemSpec:
     kind: str  # "user-service", "fastapi-users" or "ceiling"
     database: str | None = None  # "sqlite" or "postgresql"
     workers: int = 1
+    metrics: bool = False  # serve --metrics-port
 
 
 SYSTEMS: dict[str, SystemSpec] = {
@@ -50,6 +52,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         SystemSpec("fau", "fastapi-users (SQLite)", "fastapi-users", "sqlite"),
         SystemSpec("ceiling", "ceiling (bare FastAPI / bcrypt)", "ceiling"),
         SystemSpec("us-sqlite-2w", "user-service (SQLite, 2 workers)", "user-service", "sqlite", workers=2),
+        SystemSpec("us-sqlite-metrics", "user-service (SQLite, metrics on)", "user-service", "sqlite", metrics=True),
     )
 }
 
@@ -269,6 +272,8 @@ class Launcher:
             self._migrate(spec, env)
             command = [str(project_bin("user-service")), "serve", "--host", "127.0.0.1", "--port", str(port)]
             command += ["--workers", str(spec.workers)]
+            if spec.metrics:
+                command += ["--metrics-port", str(free_port())]
             server = launch(command, env, "/health")
             body = json.dumps({"namespace": NAMESPACE, "username": "storm", "password": PASSWORD})
             template = json.dumps({"namespace": NAMESPACE, "username": "%s", "password": PASSWORD})

@@ -17,14 +17,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 
-from user_service import Profile, Settings, create_app, lifespan, require_user
+from user_service import Profile, Settings, create_app, lifespan, metrics_app, require_user
 
 NAMESPACE = "notes-app"
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     """The host app; settings default to the environment and `.env`."""
-    accounts = create_app(settings)
+    # metrics=True: user-service counts requests and auth events in a registry of its own (the host's stays clean).
+    accounts = create_app(settings, metrics=True)
     caller = Depends(require_user(accounts, namespace=NAMESPACE))
 
     @asynccontextmanager
@@ -35,6 +36,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     host = FastAPI(title="notes", lifespan=host_lifespan)
     host.mount("/accounts", accounts)
+    # Prometheus scrapes GET /metrics; in production serve it only where the scraper reaches (a private port, or a
+    # proxy that keeps it from the public).
+    host.mount("/metrics", metrics_app(accounts))
 
     @host.get("/notes", summary="The caller's notes")
     def list_notes(user: Annotated[Profile, caller]) -> dict[str, Any]:

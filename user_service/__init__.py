@@ -17,12 +17,14 @@ __all__ = [
     "__version__",
     "create_app",
     "lifespan",
+    "metrics_app",
+    "metrics_text",
     "require_user",
 ]
 
 if TYPE_CHECKING:
     from user_service.api.app import create_app, lifespan
-    from user_service.api.host import require_user
+    from user_service.api.host import metrics_app, metrics_text, require_user
     from user_service.config import Settings
     from user_service.errors import UserServiceError
     from user_service.schemas import Profile, TokenPair
@@ -32,6 +34,8 @@ _WHERE = {
     "create_app": "user_service.api.app",
     "lifespan": "user_service.api.app",
     "require_user": "user_service.api.host",
+    "metrics_app": "user_service.api.host",
+    "metrics_text": "user_service.api.host",
     "Settings": "user_service.config",
     "UserServiceError": "user_service.errors",
     "Profile": "user_service.schemas",

@@ -198,6 +198,11 @@ class Settings(BaseSettings):
     docs_enabled: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = True
+    # `serve`'s Prometheus listener, apart from the public port; unset: no listener and nothing counted.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_namespace_label: bool = False
 
     http_max_header_bytes: int = Field(default=32_768, ge=1024, le=1_048_576)
     http_max_headers: int = Field(default=100, ge=10, le=1000)
@@ -250,6 +255,22 @@ class Settings(BaseSettings):
             return None
         if not re.fullmatch(r"[A-Za-z0-9._:-]{1,100}", value):
             raise ValueError("RATE_LIMIT_KEY_PREFIX must be 1-100 characters of letters, digits and . _ : -")
+        return value
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_port_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_host_is_address(cls, value: str) -> str:
+        value = value.strip()
+        if value != "localhost":
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError("METRICS_HOST must be an IP address or localhost") from None
         return value
 
     @field_validator("trusted_proxies")

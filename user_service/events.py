@@ -12,6 +12,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from user_service import telemetry
+
 security_log = logging.getLogger("user_service.security")
 
 # Record attributes that are not an event's fields (uvicorn adds `color_message`, the message with ANSI colours).
@@ -27,6 +29,17 @@ def security_event(event: str, **fields: object) -> None:
     level = logging.WARNING if event in WARNING_EVENTS else logging.INFO
     values = {key: str(value) for key, value in fields.items() if value is not None}
     security_log.log(level, event, extra={"event": event, **values})
+    telemetry.security_event(event, fields)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the id of the request being served (`request_id`) to every record logged while serving it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = telemetry.current_request_id.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -81,18 +94,35 @@ class TextFormatter(logging.Formatter):
         return _CONTROL.sub(_escape_control, super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        # The fields go on the record's own line, before a traceback, not after its last line.
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
         extra = " ".join(f"{key}={quote_value(value)}" for key, value in _fields(record).items() if key != "event")
-        return f"{line} {extra}" if extra else line
+        if extra:
+            line = f"{line} {extra}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
 
 
 def logging_config(log_format: str, level: str) -> dict[str, Any]:
     """A dictConfig for `serve`: our loggers and uvicorn's through one formatter on stderr."""
     formatter = "json" if log_format == "json" else "text"
-    handler = {"class": "logging.StreamHandler", "formatter": formatter, "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": formatter,
+        "stream": "ext://sys.stderr",
+        "filters": ["request_id"],
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
         "formatters": {"json": {"()": JsonFormatter}, "text": {"()": TextFormatter}},
         "handlers": {"default": handler},
         "loggers": {

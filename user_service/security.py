@@ -8,7 +8,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 import bcrypt
 import jwt
 
+from user_service import telemetry
 from user_service.config import MAX_ACCESS_TOKEN_TTL_SECONDS
 from user_service.cpu import usable_cores
 from user_service.errors import InvalidToken, TokenExpired
@@ -31,10 +35,26 @@ CLOCK_LEEWAY_SECONDS = 30
 _HASHING_SLOTS = threading.BoundedSemaphore(usable_cores())
 
 
+@contextmanager
+def _hashing_slot(operation: str, clock: Callable[[], float] = time.perf_counter) -> Iterator[None]:
+    """Wait for a core (counted as waiting meanwhile), then time the bcrypt computation run inside."""
+    telemetry.hashes_waiting(1)
+    try:
+        _HASHING_SLOTS.acquire()
+    finally:
+        telemetry.hashes_waiting(-1)
+    started = clock()
+    try:
+        yield
+    finally:
+        _HASHING_SLOTS.release()
+        telemetry.password_hashed(operation, clock() - started)
+
+
 def hash_password(password: str, rounds: int) -> str:
     """A bcrypt hash of the password; the caller has already checked it is at most 72 bytes."""
     salt = bcrypt.gensalt(rounds)
-    with _HASHING_SLOTS:
+    with _hashing_slot("hash"):
         return bcrypt.hashpw(password.encode("utf-8"), salt).decode("ascii")
 
 
@@ -45,7 +65,7 @@ def check_password(password: str, password_hash: str) -> bool:
     # takes the same time, whatever made it wrong.
     overlong = len(raw) > 72
     try:
-        with _HASHING_SLOTS:
+        with _hashing_slot("check"):
             matched = bcrypt.checkpw(raw[:72], password_hash.encode("ascii"))
     except ValueError:
         return False

@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from user_service import __version__
 from user_service.api.docs import install_docs
 from user_service.api.errors import install_error_handlers
+from user_service.api.metrics import Metrics
 from user_service.api.middleware import RequestGuard
 from user_service.api.ratelimit import AddressRateLimiter
+from user_service.api.request_context import RequestContext
 from user_service.api.routes import auth, health, uploads, users
 from user_service.config import Settings, load_settings
 from user_service.service import Clock, UserService
@@ -38,17 +41,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     limiter.close()
 
 
+class UserServiceApp(FastAPI):
+    """A FastAPI app whose outermost layer, outside even Starlette's error middleware, is RequestContext."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        service: UserService = self.state.service
+        return RequestContext(
+            super().build_middleware_stack(),
+            routes=self.router.routes,
+            metrics=self.state.metrics,
+            access_log=service.settings.access_log,
+            trusted_proxies=service.settings.trusted_proxy_networks,
+        )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     clock: Clock | None = None,
     storage: AvatarStorage | None = None,
+    metrics: bool | None = None,
 ) -> FastAPI:
-    """Build the HTTP app; settings default to the environment and `.env`. Refuses to build without a secret."""
+    """Build the HTTP app; settings default to the environment and `.env`. Refuses to build without a secret.
+    `metrics` counts requests and auth events (see `user_service.metrics_app`); by default only when METRICS_PORT
+    is set."""
     settings = settings if settings is not None else load_settings()
     settings.signing_key()
     service = UserService(settings, clock=clock, storage=storage)
-    app = FastAPI(
+    app = UserServiceApp(
         title="user-service",
         version=__version__,
         description=DESCRIPTION,
@@ -63,18 +83,25 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.service = service
+    counting = metrics if metrics is not None else settings.metrics_port is not None
+    app.state.metrics = Metrics(namespace_label=settings.metrics_namespace_label) if counting else None
     app.state.rate_limiter = AddressRateLimiter(settings)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            # Browser clients may read the request id of an answer (to quote it in a support request).
+            expose_headers=["X-Request-ID"],
             max_age=600,
         )
     # Added last, so it is the outermost: CORS preflight answers get its headers too.
     app.add_middleware(
-        RequestGuard, max_body_bytes=settings.request_max_bytes, avatar_max_bytes=settings.avatar_max_bytes
+        RequestGuard,
+        max_body_bytes=settings.request_max_bytes,
+        avatar_max_bytes=settings.avatar_max_bytes,
+        metrics=app.state.metrics,
     )
     install_error_handlers(app)
     # The most frequent request, GET /users/me, is matched first: routers are tried in this order.

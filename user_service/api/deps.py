@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from user_service.api.ratelimit import AddressRateLimiter
+from user_service.config import Network
 from user_service.errors import NotAuthenticated
 from user_service.service import Principal, UserService
 
@@ -65,9 +66,15 @@ async def client_address(request: Request) -> str | None:
     peer = request.client.host if request.client else None
     service: UserService = request.app.state.service
     trusted = service.settings.trusted_proxy_networks
+    return address_of(peer, trusted, lambda: request.headers.getlist("x-forwarded-for"))
+
+
+def address_of(peer: str | None, trusted: tuple[Network, ...], forwarded_for: Callable[[], list[str]]) -> str | None:
+    """The client's address given the peer's, the trusted proxies and (read only when the peer is one of them) the
+    values of the X-Forwarded-For headers."""
     if peer is None or not trusted or not _is_in(peer, trusted):
         return peer
-    hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+    hops = [hop.strip() for value in forwarded_for() for hop in value.split(",")]
     for hop in reversed(hops):
         if not hop:
             continue
@@ -90,7 +97,7 @@ def _is_ip(value: str) -> bool:
     return _ip(value) is not None
 
 
-def _is_in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+def _is_in(address: str, networks: tuple[Network, ...]) -> bool:
     ip = _ip(address)
     return ip is not None and any(ip in network for network in networks)
 

@@ -19,6 +19,8 @@ from user_service.validation import MAX_PROBLEMS, error_code, error_message
 log = logging.getLogger("user_service.api")
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Answers that the metrics count apart (the rate limit's refusals, the database being unreachable).
+_COUNTED_REFUSALS = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.DATABASE_UNAVAILABLE})
 _TOKEN_ERRORS = {ErrorCode.INVALID_TOKEN, ErrorCode.TOKEN_EXPIRED}
 _HTTP_CODES = {
     400: ErrorCode.BAD_REQUEST,
@@ -57,8 +59,12 @@ def domain_error_headers(exc: UserServiceError) -> dict[str, str]:
     return headers
 
 
-async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UserServiceError)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and exc.code in _COUNTED_REFUSALS:
+        route = getattr(request.scope.get("route"), "path_format", "unmatched")
+        metrics.refused(exc.code, route)
     return error_response(exc.status, exc.message, exc.code, domain_error_headers(exc))
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from fastapi import FastAPI, HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from user_service.api.deps import BearerCredentials
-from user_service.api.errors import domain_error_headers
+from user_service.api.errors import domain_error_headers, error_response
+from user_service.api.metrics import CONTENT_TYPE_LATEST, Metrics
 from user_service.errors import InvalidToken, NotAuthenticated, UserServiceError
 from user_service.schemas import Profile
 from user_service.service import UserService
@@ -41,3 +43,37 @@ def require_user(accounts: FastAPI, namespace: str | Iterable[str] | None = None
             raise HTTPException(exc.status, exc.message, headers=domain_error_headers(exc) or None) from None
 
     return current_profile
+
+
+def _metrics_of(accounts: FastAPI) -> Metrics:
+    metrics: Metrics | None = accounts.state.metrics
+    if metrics is None:
+        raise ValueError("the app counts nothing: build it with create_app(metrics=True)")
+    return metrics
+
+
+def metrics_text(accounts: FastAPI) -> bytes:
+    """The metrics of `accounts` (built with `create_app(metrics=True)`) in Prometheus' text format, for a host
+    that serves or merges them itself. They live in a registry of their own, not in prometheus-client's global one."""
+    return _metrics_of(accounts).exposition()
+
+
+def metrics_app(accounts: FastAPI) -> ASGIApp:
+    """An ASGI app answering GET with the metrics of `accounts` (built with `create_app(metrics=True)`), for a host
+    to mount where its scraper looks (`host.mount("/metrics", metrics_app(accounts))`); any other method is a 405."""
+    metrics = _metrics_of(accounts)
+
+    async def serve_metrics(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["method"] != "GET":
+            response = error_response(405, "Method Not Allowed", "method_not_allowed", {"Allow": "GET"})
+            await response(scope, receive, send)
+            return
+        body = metrics.exposition()
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return serve_metrics

@@ -9,6 +9,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from user_service.api.errors import RequestTooLarge, error_response
+from user_service.api.metrics import Metrics
 from user_service.errors import ErrorCode
 
 AVATAR_PATH_SUFFIX = "/users/me/avatar"
@@ -28,8 +29,12 @@ class RequestGuard:
     """Refuse bodies over their limit, by Content-Length up front or while streaming, without reading them whole;
     refuse JSON bodies holding an object with more keys than any request model has."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, avatar_max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, avatar_max_bytes: int, metrics: Metrics | None = None
+    ) -> None:
         self.app = app
+        # Avatar uploads refused here never reach their route, which counts the others.
+        self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.avatar_limit = avatar_max_bytes + MULTIPART_SLACK
 
@@ -50,6 +55,8 @@ class RequestGuard:
 
         declared = _content_length(scope)
         if declared is not None and declared > limit:
+            if is_avatar and self.metrics is not None:
+                self.metrics.avatar_upload(code)
             response = error_response(413, RequestTooLarge(code, limit).detail, code)
             await response(scope, receive, send_with_headers)
             return
@@ -66,6 +73,8 @@ class RequestGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    if is_avatar and self.metrics is not None:
+                        self.metrics.avatar_upload(code)
                     raise RequestTooLarge(code, limit)
             return message
 

@@ -7,6 +7,8 @@ import functools
 import json
 import signal
 import sys
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,12 +137,35 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 class ClosingMultiprocess(Multiprocess):
     """uvicorn's worker supervisor, closing its own copy of the listening socket on SIGTERM: otherwise the kernel
-    keeps queueing new connections on it while the workers drain, and resets them when the supervisor exits."""
+    keeps queueing new connections on it while the workers drain, and resets them when the supervisor exits. It
+    reports each worker it replaces (one that died, or retired by a restart) to `on_worker_exit`."""
+
+    def __init__(self, *args: Any, on_worker_exit: Callable[[int], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_worker_exit = on_worker_exit
 
     def handle_term(self) -> None:
         for sock in self.sockets:
             sock.close()
         super().handle_term()
+
+    def keep_subprocess_alive(self) -> None:
+        before = [process.pid for process in self.processes]
+        super().keep_subprocess_alive()
+        self._report_exits(before)
+
+    def restart_all(self) -> None:
+        before = [process.pid for process in self.processes]
+        super().restart_all()
+        self._report_exits(before)
+
+    def _report_exits(self, before: list[int | None]) -> None:
+        if self.on_worker_exit is None:
+            return
+        now = {process.pid for process in self.processes}
+        for pid in before:
+            if pid is not None and pid not in now:
+                self.on_worker_exit(pid)
 
 
 def server_config(settings: Settings, *, host: str, port: int, workers: int, reload: bool) -> uvicorn.Config:
@@ -159,6 +184,8 @@ def server_config(settings: Settings, *, host: str, port: int, workers: int, rel
         reload=reload,
         log_level=settings.log_level.lower(),
         log_config=logging_config(settings.log_format, settings.log_level),
+        # The app writes its own access log (ACCESS_LOG), with the request id and the client address it computed.
+        access_log=False,
         # The client address is taken from X-Forwarded-For by the app itself, and only from TRUSTED_PROXIES.
         proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
@@ -172,12 +199,27 @@ def server_config(settings: Settings, *, host: str, port: int, workers: int, rel
 
 
 def run_server(settings: Settings, *, host: str, port: int, workers: int, reload: bool) -> None:
-    """Serve until SIGINT or SIGTERM; in-flight requests finish first, and a SIGTERM stop exits 0."""
-    config = server_config(settings, host=host, port=port, workers=workers, reload=reload)
+    """Serve until SIGINT or SIGTERM; in-flight requests finish first, and a SIGTERM stop exits 0. With
+    METRICS_PORT, the workers' metrics are added up and served on their own listener meanwhile."""
+    with ExitStack() as stack:
+        on_worker_exit = None
+        if settings.metrics_port is not None:
+            from user_service.cli import _metrics
+
+            # Before the configuration is built (which may import the app, and with it prometheus_client).
+            directory = stack.enter_context(_metrics.metrics_directory())
+            on_worker_exit = functools.partial(_metrics.forget_worker, directory)
+        config = server_config(settings, host=host, port=port, workers=workers, reload=reload)
+        if settings.metrics_port is not None:
+            stack.enter_context(_metrics.metrics_listener(settings.metrics_host, settings.metrics_port, directory))
+        _serve(config, workers=workers, reload=reload, on_worker_exit=on_worker_exit)
+
+
+def _serve(config: uvicorn.Config, *, workers: int, reload: bool, on_worker_exit: Callable[[int], None] | None) -> None:
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; SIGTERM is a normal stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if workers > 1 and not reload:
-        ClosingMultiprocess(config, sockets=[config.bind_socket()]).run()
+        ClosingMultiprocess(config, sockets=[config.bind_socket()], on_worker_exit=on_worker_exit).run()
     elif reload:
         from uvicorn.supervisors import ChangeReload
 

@@ -217,11 +217,28 @@ def serve(
     reload: Annotated[bool, typer.Option("--reload", help="Restart on code changes (development).")] = False,
     env_file: EnvFileOption = None,
     database_url: DatabaseUrlOption = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics at /metrics on this port, on METRICS_HOST (METRICS_PORT).",
+            min=0,
+            max=65535,
+            show_default=False,
+        ),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option("--access-log/--no-access-log", help="Log one line per request (ACCESS_LOG).", show_default=False),
+    ] = None,
 ) -> None:
     """Run the HTTP service under uvicorn; refuses to start without a usable secret or an up-to-date database."""
-    settings = settings_from(env_file, database_url)
+    from user_service.config import load_settings
+
     with cli_errors():
+        settings = load_settings(env_file, database_url=database_url, metrics_port=metrics_port, access_log=access_log)
         settings.signing_key()
+    if settings.metrics_port and settings.metrics_port == port:
+        exit_with_error("the metrics port must not be the public port")
     from user_service import migrations
 
     if _current_revision(settings) != migrations.head_revision():

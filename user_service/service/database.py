@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, Executable, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from user_service import telemetry
 from user_service.config import Settings
 from user_service.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, make_single_read_engine, transaction_limits
 from user_service.errors import DatabaseError, DatabaseUnavailable
@@ -57,6 +58,7 @@ def _database_errors() -> Iterator[None]:
         yield
     except (OperationalError, InterfaceError, PoolTimeout) as exc:
         # A refused or lost connection, a server-side timeout, or no free connection in the pool in time.
+        telemetry.database_error("pool_timeout" if isinstance(exc, PoolTimeout) else "connection")
         if "unsupported startup parameter" in str(getattr(exc, "orig", "")):
             log.error("database unavailable: %s", _POOLER_HINT)
         log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
@@ -64,15 +66,19 @@ def _database_errors() -> Iterator[None]:
     except IntegrityError as exc:
         detail = f"{type(exc.orig).__name__} {exc.orig}"
         if any(marker in detail for marker in _REFERENCE_MARKERS):
+            telemetry.database_error("reference_violation")
             raise ReferenceViolation() from None
+        telemetry.database_error("unique_violation")
         raise UniqueViolation() from None
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) in _PREPARED_STATEMENT_STATES:
             # Another client's prepared statement on this server connection, or ours gone: a transaction pooler.
+            telemetry.database_error("prepared_statement")
             log.error("database unavailable: %s: %s", type(exc.orig).__name__, _POOLER_HINT)
             raise DatabaseUnavailable() from None
         # Any other refusal by the driver is a fault of this service: logged by its class only (the message may
         # hold values), answered 500 by the doors.
+        telemetry.database_error("driver")
         log.error("database error: %s", type(exc.orig).__name__)
         raise DatabaseError() from None
 
@@ -165,6 +171,7 @@ class Database:
             yield
             return
         if not self._sqlite_writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            telemetry.database_error("writer_timeout")
             log.warning("database unavailable: no turn to write within the busy timeout")
             raise DatabaseUnavailable()
         try:

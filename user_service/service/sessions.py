@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from user_service import security
+from user_service import security, telemetry
 from user_service.errors import InvalidToken, RefreshTokenReused, SessionNotFound, TokenExpired, UserDisabled
 from user_service.events import security_event
 from user_service.schemas import SessionInfo, TokenPair
@@ -43,16 +43,21 @@ def open_session(
         },
     )
     tx.execute(sql.INSERT_REFRESH_TOKEN, _refresh_token_row(ctx, session_id, session_expires, refresh_token, now))
+    telemetry.sessions_started()
     return tokens.pair(ctx, user, session_id, refresh_token, now, access_ttl), session_id
 
 
 def end_sessions(tx: Transaction, user_id: uuid.UUID, now: datetime) -> int:
     """Within the caller's write transaction: end every open session of the user; how many were open."""
-    return int(tx.execute(sql.END_SESSIONS, {"owner_key": user_id, "now": now}).rowcount)
+    ended = int(tx.execute(sql.END_SESSIONS, {"owner_key": user_id, "now": now}).rowcount)
+    telemetry.sessions_ended(ended)
+    return ended
 
 
 def _end_session(tx: Transaction, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime) -> int:
-    return int(tx.execute(sql.END_SESSION, {"owner_key": user_id, "session_id": session_id, "now": now}).rowcount)
+    ended = int(tx.execute(sql.END_SESSION, {"owner_key": user_id, "session_id": session_id, "now": now}).rowcount)
+    telemetry.sessions_ended(ended)
+    return ended
 
 
 def _refresh_token_row(
@@ -71,6 +76,20 @@ def _refresh_token_row(
 
 def refresh(ctx: Context, refresh_token: str, *, ip: str | None = None) -> TokenPair:
     """Spend a refresh token for a new pair. A spent token presented again revokes its whole session."""
+    try:
+        pair, namespace = _rotate(ctx, refresh_token, ip=ip)
+    except TokenExpired:
+        telemetry.auth_event("refresh", "expired")
+        raise
+    except (InvalidToken, UserDisabled):
+        telemetry.auth_event("refresh", "failure")
+        raise
+    telemetry.auth_event("refresh", "success", namespace)
+    return pair
+
+
+def _rotate(ctx: Context, refresh_token: str, *, ip: str | None) -> tuple[TokenPair, str]:
+    """The new pair for a refresh token, and the namespace of its user; the refusals are raised."""
     digest = security.refresh_token_digest(refresh_token)
     now = ctx.clock()
     new_token = security.new_refresh_token()
@@ -105,7 +124,7 @@ def refresh(ctx: Context, refresh_token: str, *, ip: str | None = None) -> Token
     if reused:
         security_event("refresh_reuse", namespace=subject.namespace, user_id=subject.id, session_id=session_id, ip=ip)
         raise RefreshTokenReused()
-    return tokens.pair(ctx, subject, session_id, new_token, now)
+    return tokens.pair(ctx, subject, session_id, new_token, now), subject.namespace
 
 
 def logout(ctx: Context, refresh_token: str, *, ip: str | None = None) -> None:

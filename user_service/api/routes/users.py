@@ -19,6 +19,7 @@ from user_service.api.deps import (
     rate_limited,
 )
 from user_service.api.errors import responses
+from user_service.api.metrics import Metrics
 from user_service.api.ratelimit import AddressRateLimiter
 from user_service.api.routes.auth import token_response
 from user_service.errors import (
@@ -35,6 +36,7 @@ from user_service.errors import (
     TooManyAttempts,
     UnsupportedMediaType,
     UserDisabled,
+    UserServiceError,
 )
 from user_service.schemas import PasswordChangeRequest, Profile, ProfilePatch, SessionInfo, TokenPair
 from user_service.service import UserService
@@ -91,7 +93,16 @@ async def upload_avatar(
     await limiter.hit_async("avatar-user", str(principal.user.id))
     # The body was streamed into a temporary file (kept in memory up to 1 MiB, on disk beyond) while RequestGuard
     # counted it against the limit; the service reads that file in chunks.
-    return await run_in_threadpool(service.set_avatar, principal.user.id, file.file)
+    metrics: Metrics | None = request.app.state.metrics
+    try:
+        profile = await run_in_threadpool(service.set_avatar, principal.user.id, file.file)
+    except UserServiceError as exc:
+        if metrics is not None:
+            metrics.avatar_upload(exc.code)
+        raise
+    if metrics is not None:
+        metrics.avatar_upload("stored")
+    return profile
 
 
 @router.post(
