@@ -4,6 +4,7 @@ records the core passes around."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from user_service import security
 from user_service.config import Settings
 from user_service.passwords import normalize_password
 from user_service.service.database import Database
+from user_service.signing import PrivateKey, PublicKey
 from user_service.storage import AvatarStorage
 
 Clock = Callable[[], datetime]
@@ -62,6 +64,37 @@ class Passwords:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningKeyInUse:
+    """The key that signs access tokens now: its id, algorithm and opened private key."""
+
+    kid: str
+    algorithm: str
+    private_key: PrivateKey
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnapshot:
+    """The keys as last read from the database: the signer, each published key by kid (with its algorithm), and
+    their public JWKs."""
+
+    signer: SigningKeyInUse
+    verifiers: Mapping[str, tuple[PublicKey, str]]
+    jwks: tuple[Mapping[str, str], ...]
+    loaded_at: float
+
+
+@dataclass(slots=True)
+class KeyRing:
+    """This process's copy of the signing keys, replaced whole on each reload (readers never see a half-made
+    one); `monotonic` is the clock of its refreshes."""
+
+    snapshot: KeySnapshot | None = None
+    last_unknown_kid_reload: float = float("-inf")
+    monotonic: Callable[[], float] = time.monotonic
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     """The service's collaborators, shared by every domain module."""
 
@@ -70,6 +103,7 @@ class Context:
     storage: AvatarStorage
     clock: Clock
     passwords: Passwords = field(compare=False)
+    keys: KeyRing = field(default_factory=KeyRing, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

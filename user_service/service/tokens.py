@@ -8,8 +8,17 @@ from datetime import datetime
 from user_service import security
 from user_service.errors import InvalidToken, UserDisabled
 from user_service.schemas import TokenPair
+from user_service.service import keys
 from user_service.service import statements as sql
 from user_service.service.context import Account, Context, Principal, TokenSubject
+from user_service.signing import PrivateKey, PublicKey
+
+
+def prepare(ctx: Context) -> None:
+    """Have the signing keys in memory (read, or created on a database without any) before a write transaction
+    that issues a token begins: the keys' own writes never run inside another transaction."""
+    if ctx.settings.uses_key_store:
+        keys.snapshot(ctx)
 
 
 def pair(
@@ -23,9 +32,18 @@ def pair(
     """A session's new access token, with the refresh token that was just stored for it."""
     settings = ctx.settings
     ttl = access_ttl or settings.access_token_ttl_seconds
+    key: str | PrivateKey
+    algorithm: str
+    kid: str | None
+    if settings.uses_key_store:
+        signer = keys.signer(ctx)
+        key, algorithm, kid = signer.private_key, signer.algorithm, signer.kid
+    else:
+        key, algorithm, kid = settings.signing_key(), settings.jwt_algorithm, None
     access_token = security.encode_access_token(
-        key=settings.signing_key(),
-        algorithm=settings.jwt_algorithm,
+        key=key,
+        algorithm=algorithm,
+        kid=kid,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         user_id=subject.id,
@@ -42,10 +60,19 @@ def authenticate(ctx: Context, access_token: str) -> Principal:
     """The active user an access token names, read on every call, and its session, which must be open."""
     settings = ctx.settings
     now = ctx.clock()
+    key: str | PublicKey = settings.signing_key()
+    algorithm: str = settings.jwt_algorithm
+    if settings.uses_key_store:
+        # The token's kid only picks the key; the key's own algorithm is the one accepted (never the header's).
+        kid = security.token_key_id(access_token)
+        found = keys.verifying_key(ctx, kid) if kid is not None else None
+        if found is None:
+            raise InvalidToken()
+        key, algorithm = found
     claims = security.decode_access_token(
         access_token,
-        key=settings.signing_key(),
-        algorithm=settings.jwt_algorithm,
+        key=key,
+        algorithm=algorithm,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         now=now,

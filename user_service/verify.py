@@ -1,0 +1,182 @@
+"""Verifying user-service access tokens in another service, with nothing but the JWKS URL: no database, no secret.
+
+    from user_service.verify import TokenVerifier
+
+    verifier = TokenVerifier("https://accounts.example.com/.well-known/jwks.json",
+                             issuer="user-service", audience="user-service")
+    claims = verifier.verify(token)        # VerifiedClaims, or TokenRejected
+
+    CurrentClaims = Annotated[VerifiedClaims, Depends(verifier.dependency())]   # 401 + WWW-Authenticate: Bearer
+
+What local verification gives up: a token whose session was ended (logout, password change, a disabled account)
+stays valid here until it expires, at most ACCESS_TOKEN_TTL_SECONDS. Call the service's GET /users/me where that
+matters. This module imports neither SQLAlchemy, Alembic, bcrypt nor Typer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import jwt
+from jwt import PyJWK, PyJWKClient
+
+if TYPE_CHECKING:
+    from fastapi import Request
+
+__all__ = ["TokenRejected", "TokenVerifier", "VerifiedClaims"]
+
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
+REQUIRED_CLAIMS = ("sub", "ns", "username", "type", "iat", "exp", "jti", "sid", "iss", "aud")
+# The algorithms of published keys; a shared-secret (HS*) key is never published, so never accepted here.
+ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "EdDSA", "RS256"})
+CLOCK_LEEWAY_SECONDS = 30
+# An unseen kid sends the verifier to the JWKS URL again, but at most this often.
+UNKNOWN_KID_REFETCH_SECONDS = 1.0
+
+
+class TokenRejected(Exception):
+    """The token is not one the service issued and still valid: any failure, one exception."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedClaims:
+    """What a verified access token says."""
+
+    user_id: uuid.UUID
+    namespace: str
+    username: str
+    session_id: uuid.UUID
+    expires_at: datetime
+    token_id: str
+
+
+class TokenVerifier:
+    """Verifies access tokens against the service's JWKS: the key named by the token's `kid`, in that key's own
+    algorithm only, with `iss`, `aud`, `exp` and every claim required. Keys are fetched by PyJWT's PyJWKClient,
+    kept `cache_seconds`, and fetched again at once (at most once a second) for an unknown kid."""
+
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        issuer: str,
+        audience: str,
+        cache_seconds: float = 300.0,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.cache_seconds = cache_seconds
+        self._client = PyJWKClient(jwks_url, cache_keys=False, lifespan=cache_seconds, timeout=int(timeout_seconds))
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        """Fetch the key set again (blocking: the FastAPI dependency runs it in a worker thread)."""
+        with self._lock:
+            if time.monotonic() - self._fetched_at < UNKNOWN_KID_REFETCH_SECONDS:
+                return
+            try:
+                keys = self._client.get_signing_keys(refresh=True)
+            except jwt.PyJWKClientError:
+                keys = []
+            self._keys = {key.key_id: key for key in keys if key.key_id and key.algorithm_name in ASYMMETRIC_ALGORITHMS}
+            self._fetched_at = time.monotonic()
+
+    def _cached_key(self, kid: str) -> PyJWK | None:
+        if time.monotonic() - self._fetched_at >= self.cache_seconds:
+            return None
+        return self._keys.get(kid)
+
+    def _key(self, kid: str) -> PyJWK | None:
+        found = self._cached_key(kid)
+        if found is None:
+            self._refresh()
+            found = self._keys.get(kid)
+        return found
+
+    @staticmethod
+    def _kid(token: str) -> str:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            raise TokenRejected("malformed token") from None
+        if not isinstance(kid, str):
+            raise TokenRejected("the token names no key")
+        return kid
+
+    def verify(self, token: str) -> VerifiedClaims:
+        """The claims of a valid access token; TokenRejected for anything else. Blocking when the keys must be
+        fetched."""
+        kid = self._kid(token)
+        key = self._key(kid)
+        if key is None:
+            raise TokenRejected("unknown key")
+        return self._check(token, key)
+
+    def _check(self, token: str, key: PyJWK) -> VerifiedClaims:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=[key.algorithm_name],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=CLOCK_LEEWAY_SECONDS,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+            if claims["type"] != ACCESS_TOKEN_TYPE:
+                raise TokenRejected("not an access token")
+            expires_at = claims["exp"]
+            if not isinstance(expires_at, int) or isinstance(expires_at, bool):
+                raise TokenRejected("bad expiry")
+            return VerifiedClaims(
+                user_id=uuid.UUID(claims["sub"]),
+                namespace=str(claims["ns"]),
+                username=str(claims["username"]),
+                session_id=uuid.UUID(claims["sid"]),
+                expires_at=datetime.fromtimestamp(expires_at, UTC),
+                token_id=str(claims["jti"]),
+            )
+        except (jwt.PyJWTError, ValueError, TypeError, AttributeError, KeyError):
+            raise TokenRejected("invalid token") from None
+
+    async def verify_async(self, token: str) -> VerifiedClaims:
+        """As `verify`, fetching keys (the only blocking part) in a worker thread; a cached key costs no hop."""
+        kid = self._kid(token)
+        key = self._cached_key(kid)
+        if key is None:
+            import anyio.to_thread
+
+            key = await anyio.to_thread.run_sync(self._key, kid)
+            if key is None:
+                raise TokenRejected("unknown key")
+        return self._check(token, key)
+
+    def dependency(self) -> Callable[[Request], Awaitable[VerifiedClaims]]:
+        """A FastAPI dependency giving the caller's VerifiedClaims, or 401 with `WWW-Authenticate: Bearer`."""
+        from fastapi import HTTPException, Request
+
+        def unauthorized(detail: str) -> HTTPException:
+            return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+        async def current_claims(request: Request) -> VerifiedClaims:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise HTTPException(401, "Not authenticated.", headers={"WWW-Authenticate": "Bearer"})
+            try:
+                return await self.verify_async(token.strip())
+            except TokenRejected:
+                raise unauthorized("The access token is invalid or expired.") from None
+
+        # The annotation as a class, not a string: FastAPI must see the Request parameter without this module
+        # importing fastapi at import time.
+        current_claims.__annotations__["request"] = Request
+        return current_claims
