@@ -15,6 +15,7 @@ matters. This module imports neither SQLAlchemy, Alembic, bcrypt nor Typer.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -23,8 +24,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import jwt
-from jwt import PyJWK, PyJWKClient
+
+def _import_jwt_without_bcrypt() -> None:
+    """Import PyJWT (and cryptography under it) without letting cryptography load bcrypt, which it only wants for
+    passphrase-protected OpenSSH private keys: a verifier needs neither. bcrypt stays importable afterwards."""
+    if "bcrypt" in sys.modules or "jwt.algorithms" in sys.modules:
+        return
+    sys.modules["bcrypt"] = None  # type: ignore[assignment]  # makes `import bcrypt` fail while this runs
+    try:
+        import jwt.algorithms  # noqa: F401
+    finally:
+        del sys.modules["bcrypt"]
+
+
+_import_jwt_without_bcrypt()
+
+import jwt  # noqa: E402
+from jwt import PyJWK, PyJWKClient  # noqa: E402
 
 if TYPE_CHECKING:
     from fastapi import Request

@@ -78,21 +78,23 @@ def _create_missing(ctx: Context, tx: Transaction, slots: set[str], now: datetim
             tx.execute(sql.INSERT_SIGNING_KEY, _new_key_row(ctx, state=state, now=now))
 
 
-def ensure(ctx: Context) -> None:
+def ensure(ctx: Context) -> bool:
     """Create the current and next keys when the database has none; safe when several instances start at once (the
-    database holds one key per slot: the losers' inserts are refused and they use the winner's)."""
+    database holds one key per slot: the losers' inserts are refused and they use the winner's). True when this
+    call made them."""
     _algorithm(ctx)
     with ctx.db.read() as tx:
         rows = tx.execute(sql.PUBLISHED_KEYS, {"cutoff": ctx.clock()})
         slots = {row._mapping["slot"] for row in rows if row._mapping["slot"]}
     if {"current", "next"} <= slots:
-        return
+        return False
     try:
         with ctx.db.write() as tx:
             held = {row._mapping["slot"] for row in tx.execute(sql.KEYS_IN_SLOTS)}
             _create_missing(ctx, tx, held, ctx.clock())
     except UniqueViolation:
-        pass
+        return False
+    return "current" not in held
 
 
 def reload(ctx: Context) -> KeySnapshot:
@@ -171,9 +173,12 @@ def jwks(ctx: Context) -> dict[str, Any]:
 
 
 def rotate(ctx: Context) -> KeyInfo:
-    """Retire the current key, make the next one current and create a new next key; returns the new current key."""
+    """Retire the current key, make the next one current and create a new next key; returns the new current key.
+    On a database without keys, the first ones are made instead."""
     _algorithm(ctx)
-    ensure(ctx)
+    if ensure(ctx):
+        ctx.keys.snapshot = None
+        return next(key for key in list_keys(ctx) if key.state == "current")
     for _ in range(_ROTATION_ATTEMPTS):
         now = ctx.clock()
         try:
