@@ -58,8 +58,37 @@ def pair(
 
 def authenticate(ctx: Context, access_token: str) -> Principal:
     """The active user an access token names, read on every call, and its session, which must be open."""
-    settings = ctx.settings
     now = ctx.clock()
+    claims = verified_claims(ctx, access_token, now)
+    row = ctx.db.read_one(sql.PRINCIPAL, {"user_id": claims.user_id, "session_id": claims.session_id})
+    if row is None:
+        raise InvalidToken()
+    user = Account.from_row(row)
+    if user.namespace != claims.namespace:
+        raise InvalidToken()
+    # A disabled account says so (403), although disabling it also ended its sessions.
+    if not user.is_active:
+        raise UserDisabled()
+    if row["session_revoked_at"] is not None or row["session_expires_at"] <= now:
+        raise InvalidToken()
+    return Principal(user=user, session_id=claims.session_id)
+
+
+# Longer tokens are verified every time instead of remembered (the service's own are about 500 characters).
+_CACHED_TOKEN_MAX_CHARS = 2048
+
+
+def verified_claims(ctx: Context, access_token: str, now: datetime) -> security.AccessClaims:
+    """The claims of a valid access token. A token verified before by this process is taken from memory while it
+    is unexpired and not issued in the future (the only checks whose outcome changes with time); any other goes
+    through the full check: the kid's key, in that key's algorithm, and every claim."""
+    remembered = ctx.keys.verified
+    moment = now.timestamp()
+    cached = remembered.get(access_token, moment)
+    if cached is not None and cached.issued_at <= moment + security.CLOCK_LEEWAY_SECONDS:
+        claims: security.AccessClaims = cached
+        return claims
+    settings = ctx.settings
     key: str | PublicKey = settings.signing_key()
     algorithm: str = settings.jwt_algorithm
     if settings.uses_key_store:
@@ -77,15 +106,6 @@ def authenticate(ctx: Context, access_token: str) -> Principal:
         audience=settings.jwt_audience,
         now=now,
     )
-    row = ctx.db.read_one(sql.PRINCIPAL, {"user_id": claims.user_id, "session_id": claims.session_id})
-    if row is None:
-        raise InvalidToken()
-    user = Account.from_row(row)
-    if user.namespace != claims.namespace:
-        raise InvalidToken()
-    # A disabled account says so (403), although disabling it also ended its sessions.
-    if not user.is_active:
-        raise UserDisabled()
-    if row["session_revoked_at"] is not None or row["session_expires_at"] <= now:
-        raise InvalidToken()
-    return Principal(user=user, session_id=claims.session_id)
+    if len(access_token) <= _CACHED_TOKEN_MAX_CHARS:
+        remembered.put(access_token, claims)
+    return claims
