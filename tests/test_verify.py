@@ -128,3 +128,25 @@ def test_the_dependency_answers_401_with_the_bearer_challenge(
             response = client.get("/orders", headers=headers)
             assert response.status_code == 401, headers
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_known_keys_keep_verifying_while_the_jwks_cannot_be_fetched(
+    api: Api, verifier: TokenVerifier, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claims = unexpired(jwt.decode(api.tokens()["access_token"], options={"verify_signature": False}), clock)
+    token = resigned(api, claims)
+    assert verifier.verify(token).username == "alice"
+
+    attempts: list[int] = []
+
+    def unreachable() -> Any:
+        attempts.append(1)
+        raise jwt.PyJWKClientConnectionError("connection refused")
+
+    monkeypatch.setattr(verifier._client, "fetch_data", unreachable)
+    # The cached set has gone stale, and the last fetch was long ago: the next verification fetches again.
+    monkeypatch.setattr(verifier, "_fetched_at", float("-inf"))
+    monkeypatch.setattr(verifier, "_attempted_at", float("-inf"), raising=False)
+
+    assert verifier.verify(token).username == "alice"
+    assert attempts == [1]

@@ -92,17 +92,21 @@ class TokenVerifier:
         self._client = PyJWKClient(jwks_url, cache_keys=False, lifespan=cache_seconds, timeout=int(timeout_seconds))
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
         self._lock = threading.Lock()
 
     def _refresh(self) -> None:
         """Fetch the key set again (blocking: the FastAPI dependency runs it in a worker thread)."""
         with self._lock:
-            if time.monotonic() - self._fetched_at < UNKNOWN_KID_REFETCH_SECONDS:
+            if time.monotonic() - self._attempted_at < UNKNOWN_KID_REFETCH_SECONDS:
                 return
+            self._attempted_at = time.monotonic()
             try:
                 keys = self._client.get_signing_keys(refresh=True)
             except jwt.PyJWKClientError:
-                keys = []
+                # The JWKS cannot be fetched (user-service down, or an empty set): the keys already known keep
+                # verifying until the next successful fetch.
+                return
             self._keys = {key.key_id: key for key in keys if key.key_id and key.algorithm_name in ASYMMETRIC_ALGORITHMS}
             self._fetched_at = time.monotonic()
 
