@@ -147,6 +147,34 @@ def test_known_keys_keep_verifying_while_the_jwks_cannot_be_fetched(
     # The cached set has gone stale, and the last fetch was long ago: the next verification fetches again.
     monkeypatch.setattr(verifier, "_fetched_at", float("-inf"))
     monkeypatch.setattr(verifier, "_attempted_at", float("-inf"), raising=False)
+    getattr(verifier, "_verified", {}).clear()
 
     assert verifier.verify(token).username == "alice"
     assert attempts == [1]
+
+
+def test_a_repeated_token_is_verified_once_and_forgotten_at_its_expiry(
+    api: Api, verifier: TokenVerifier, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+    from types import SimpleNamespace
+
+    import user_service.verify as module
+
+    claims = unexpired(jwt.decode(api.tokens()["access_token"], options={"verify_signature": False}), clock)
+    token = resigned(api, claims)
+    decodes: list[str] = []
+    decode = jwt.decode
+
+    def counting(raw: str, *args: Any, **kwargs: Any) -> Any:
+        decodes.append(raw)
+        return decode(raw, *args, **kwargs)
+
+    monkeypatch.setattr(module.jwt, "decode", counting)
+    for _ in range(3):
+        assert verifier.verify(token).username == "alice"
+    assert decodes == [token]
+
+    later = SimpleNamespace(time=lambda: claims["exp"] + module.CLOCK_LEEWAY_SECONDS, monotonic=time.monotonic)
+    monkeypatch.setattr(module, "time", later)
+    assert verifier._remembered(token) is None

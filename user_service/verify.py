@@ -54,6 +54,9 @@ ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "EdDSA", "RS256"})
 CLOCK_LEEWAY_SECONDS = 30
 # An unseen kid sends the verifier to the JWKS URL again, but at most this often.
 UNKNOWN_KID_REFETCH_SECONDS = 1.0
+# Verified tokens remembered (by the whole token, each until its expiry), and the longest token remembered.
+REMEMBERED_TOKENS = 10_000
+REMEMBERED_TOKEN_MAX_CHARS = 2048
 
 
 class TokenRejected(Exception):
@@ -94,6 +97,9 @@ class TokenVerifier:
         self._fetched_at = float("-inf")
         self._attempted_at = float("-inf")
         self._lock = threading.Lock()
+        # token -> (claims, iat, exp): a repeat of a verified token skips the signature check, never the time checks.
+        self._verified: dict[str, tuple[VerifiedClaims, int, int]] = {}
+        self._verified_lock = threading.Lock()
 
     def _refresh(self) -> None:
         """Fetch the key set again (blocking: the FastAPI dependency runs it in a worker thread)."""
@@ -132,9 +138,32 @@ class TokenVerifier:
             raise TokenRejected("the token names no key")
         return kid
 
+    def _remembered(self, token: str) -> VerifiedClaims | None:
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        claims, issued_at, expires_at = entry
+        now = time.time()
+        if now >= expires_at + CLOCK_LEEWAY_SECONDS:
+            with self._verified_lock:
+                self._verified.pop(token, None)
+            return None
+        return claims if issued_at <= now + CLOCK_LEEWAY_SECONDS else None
+
+    def _remember(self, token: str, claims: VerifiedClaims, issued_at: int, expires_at: int) -> None:
+        if len(token) > REMEMBERED_TOKEN_MAX_CHARS:
+            return
+        with self._verified_lock:
+            while len(self._verified) >= REMEMBERED_TOKENS:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[token] = (claims, issued_at, expires_at)
+
     def verify(self, token: str) -> VerifiedClaims:
         """The claims of a valid access token; TokenRejected for anything else. Blocking when the keys must be
         fetched."""
+        remembered = self._remembered(token)
+        if remembered is not None:
+            return remembered
         kid = self._kid(token)
         key = self._key(kid)
         if key is None:
@@ -154,10 +183,10 @@ class TokenVerifier:
             )
             if claims["type"] != ACCESS_TOKEN_TYPE:
                 raise TokenRejected("not an access token")
-            expires_at = claims["exp"]
-            if not isinstance(expires_at, int) or isinstance(expires_at, bool):
-                raise TokenRejected("bad expiry")
-            return VerifiedClaims(
+            expires_at, issued_at = claims["exp"], claims["iat"]
+            if not all(isinstance(value, int) and not isinstance(value, bool) for value in (expires_at, issued_at)):
+                raise TokenRejected("bad times")
+            verified = VerifiedClaims(
                 user_id=uuid.UUID(claims["sub"]),
                 namespace=str(claims["ns"]),
                 username=str(claims["username"]),
@@ -167,9 +196,14 @@ class TokenVerifier:
             )
         except (jwt.PyJWTError, ValueError, TypeError, AttributeError, KeyError):
             raise TokenRejected("invalid token") from None
+        self._remember(token, verified, issued_at, expires_at)
+        return verified
 
     async def verify_async(self, token: str) -> VerifiedClaims:
         """As `verify`, fetching keys (the only blocking part) in a worker thread; a cached key costs no hop."""
+        remembered = self._remembered(token)
+        if remembered is not None:
+            return remembered
         kid = self._kid(token)
         key = self._cached_key(kid)
         if key is None:
