@@ -20,8 +20,8 @@ from setup_env import HERE, project_bin
 
 PEERS = HERE / "peers"
 NAMESPACE = "bench"
-# Passes the password policy: not common, no username inside, under 72 bytes.
-PASSWORD = "Kq7v-Xw3p-Lm9z-bench"  # noqa: S105 (the benchmark accounts' password, on throw-away databases)
+# Passes the password policy: not common, no username or namespace inside, under 72 bytes.
+PASSWORD = "Kq7v-Xw3p-Lm9z-tokens"  # noqa: S105 (the benchmark accounts' password, on throw-away databases)
 BCRYPT_ROUNDS = 10
 ACCESS_TOKEN_TTL_SECONDS = 900
 UPLOAD_USERS = 16
