@@ -20,8 +20,7 @@ from setup_env import HERE, project_bin
 
 PEERS = HERE / "peers"
 NAMESPACE = "bench"
-# Passes the password policy: not common, no username inside, under 72 bytes.
-# The benchmark accounts' password, on throw-away databases; the password policy refuses one holding the namespace.
+# The benchmark accounts' password, on throw-away databases: not common, no username or namespace inside.
 PASSWORD = "Kq7v-Xw3p-Lm9z-Rt4n"  # noqa: S105
 BCRYPT_ROUNDS = 10
 ACCESS_TOKEN_TTL_SECONDS = 900

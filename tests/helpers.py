@@ -115,8 +115,11 @@ COMMANDS = (
     "delete-user",
     "set-password",
     "prune-sessions",
+    "keys",
 )
-TABLES = {"users", "auth_sessions", "refresh_tokens", "login_failures"}
+# Commands that hold subcommands (`keys list`): their subcommands take the settings options.
+COMMAND_GROUPS = ("keys",)
+TABLES = {"users", "auth_sessions", "refresh_tokens", "login_failures", "signing_keys"}
 PLACEHOLDER_SECRET = str(dotenv_values(ENV_EXAMPLE)["JWT_SECRET_KEY"])
 
 

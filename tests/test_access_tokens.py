@@ -6,6 +6,7 @@ Signatures, algorithms, expiry, type, issuer and audience are checked in tests/s
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,13 @@ from user_service.service import UserService
 ACCESS_TTL = 900
 REQUIRED = ("sub", "ns", "username", "type", "iat", "exp", "jti")
 PROFILE_KEYS = {"id", "namespace", "username", "email", "full_name", "avatar_url", "extra", "created_at", "updated_at"}
+
+
+@pytest.fixture
+def make_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    """HS256, whose tokens these tests forge by hand: the claim checks they prove are the same for every algorithm
+    (tests/security/test_signing_keys.py proves them for the key store's algorithms)."""
+    return functools.partial(make_settings, jwt_algorithm="HS256")
 
 
 def test_me_with_an_access_token(api: Api, service: UserService) -> None:

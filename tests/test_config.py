@@ -41,7 +41,7 @@ def test_defaults_match_the_contract(empty_cwd: Path) -> None:
     url = make_url(settings.database_url)
     assert (url.get_backend_name(), url.database) == ("sqlite", "user-service.db")
     assert settings.jwt_secret_key is None
-    assert settings.jwt_algorithm == "HS256"
+    assert settings.jwt_algorithm == "ES256"
     assert settings.access_token_ttl_seconds == 900
     assert settings.refresh_token_ttl_seconds == 2_592_000
     assert settings.bcrypt_rounds == 12

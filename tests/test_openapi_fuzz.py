@@ -54,6 +54,7 @@ WITHOUT_INPUT = [
     ("GET", "/users/me/sessions"),
     ("GET", "/uploads/{key}"),
     ("GET", "/health"),
+    ("GET", "/.well-known/jwks.json"),
 ]
 CASES = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")

@@ -35,6 +35,9 @@ ONE_DAY_SECONDS = 86_400
 # The longest access token the service issues (the bound of ACCESS_TOKEN_TTL_SECONDS).
 MAX_ACCESS_TOKEN_TTL_SECONDS = ONE_DAY_SECONDS
 _KEY_BYTES_FOR = {"HS256": 32, "HS384": 48, "HS512": 64}
+# Algorithms whose keys live in the database (public halves published as a JWKS); HS* sign with JWT_SECRET_KEY.
+ASYMMETRIC_ALGORITHMS = ("ES256", "EdDSA", "RS256")
+HMAC_ALGORITHMS = tuple(_KEY_BYTES_FOR)
 _PLACEHOLDER_WORDS = ("replace-me", "change-me", "changeme", "changethis", "placeholder", "example")
 
 
@@ -164,7 +167,7 @@ class Settings(BaseSettings):
     migration_database_url: str | None = None
 
     jwt_secret_key: SecretStr | None = None
-    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_algorithm: Literal["ES256", "EdDSA", "RS256", "HS256", "HS384", "HS512"] = "ES256"
     jwt_issuer: str = Field(default="user-service", min_length=1)
     jwt_audience: str = Field(default="user-service", min_length=1)
     access_token_ttl_seconds: int = Field(default=900, ge=1, le=MAX_ACCESS_TOKEN_TTL_SECONDS)
@@ -332,7 +335,7 @@ class Settings(BaseSettings):
         if self.login_account_max_failures < self.login_max_failures:
             raise ValueError("LOGIN_ACCOUNT_MAX_FAILURES must not be below LOGIN_MAX_FAILURES")
         # RFC 7518 3.2: an HMAC key at least as long as the hash output.
-        needed = _KEY_BYTES_FOR[self.jwt_algorithm]
+        needed = _KEY_BYTES_FOR.get(self.jwt_algorithm, 0)
         if self.jwt_secret_key is not None and len(self.jwt_secret_key.get_secret_value().encode()) < needed:
             raise ValueError(f"JWT_SECRET_KEY must be at least {needed} bytes for {self.jwt_algorithm}")
         self._trusted_proxy_networks = tuple(
@@ -342,6 +345,11 @@ class Settings(BaseSettings):
         names = _split(self.registration_namespaces)
         self._registration_namespace_set = frozenset(map(normalize_namespace, names)) if names else None
         return self
+
+    @property
+    def uses_key_store(self) -> bool:
+        """Whether access tokens are signed with the database's asymmetric keys (else with JWT_SECRET_KEY)."""
+        return self.jwt_algorithm in ASYMMETRIC_ALGORITHMS
 
     def signing_key(self) -> str:
         """The JWT secret, or a ConfigurationError saying it is missing."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from user_service.db import Base, UTCDateTime
@@ -90,3 +90,22 @@ class LoginFailure(Base):
     failures: Mapped[int] = mapped_column(Integer)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SigningKey(Base):
+    """One asymmetric key pair for access tokens: the public half as a JWK, the private half encrypted with a key
+    derived from JWT_SECRET_KEY. `slot` is 'current' or 'next' for the one key in that state and NULL once retired,
+    so the database itself holds at most one signing key and one next key, whatever instances race."""
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (UniqueConstraint("slot"),)
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    slot: Mapped[str | None] = mapped_column(String(16))
+    public_jwk: Mapped[str] = mapped_column(Text)
+    private_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

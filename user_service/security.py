@@ -23,6 +23,7 @@ from user_service import telemetry
 from user_service.config import MAX_ACCESS_TOKEN_TTL_SECONDS
 from user_service.cpu import usable_cores
 from user_service.errors import InvalidToken, TokenExpired
+from user_service.signing import PrivateKey, PublicKey
 
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
 REQUIRED_CLAIMS = ("sub", "ns", "username", "type", "iat", "exp", "jti", "sid", "iss", "aud")
@@ -91,8 +92,9 @@ class AccessClaims:
 
 def encode_access_token(
     *,
-    key: str,
+    key: str | PrivateKey,
     algorithm: str,
+    kid: str | None = None,
     issuer: str,
     audience: str,
     user_id: uuid.UUID,
@@ -115,13 +117,22 @@ def encode_access_token(
         "exp": issued_at + ttl_seconds,
         "jti": secrets.token_hex(16),
     }
-    return jwt.encode(claims, key, algorithm=algorithm)
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid} if kid is not None else None)
+
+
+def token_key_id(token: str) -> str | None:
+    """The `kid` in a token's header (unverified: it only chooses the key to verify with), or None."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError:
+        raise InvalidToken() from None
+    return kid if isinstance(kid, str) else None
 
 
 def decode_access_token(
     token: str,
     *,
-    key: str,
+    key: str | PublicKey,
     algorithm: str,
     issuer: str,
     audience: str,

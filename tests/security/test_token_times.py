@@ -3,6 +3,8 @@ token the service issues, are refused as invalid_token even with a valid signatu
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -10,10 +12,18 @@ import pytest
 
 from tests.conftest import START, TEST_SECRET, Api, bearer
 from user_service import security
+from user_service.config import Settings
 from user_service.errors import InvalidToken
 
 LEEWAY = 30
 LONGEST = 86_400
+
+
+@pytest.fixture
+def make_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    """HS256, whose tokens these tests forge by hand: the claim checks they prove are the same for every algorithm
+    (tests/security/test_signing_keys.py proves them for the key store's algorithms)."""
+    return functools.partial(make_settings, jwt_algorithm="HS256")
 
 
 def claims_of(token: str) -> dict[str, Any]:

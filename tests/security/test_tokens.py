@@ -4,6 +4,7 @@ and refresh-token reuse."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import random
@@ -28,6 +29,13 @@ HS512_SECRET = "an-hs512-signing-key-of-sixty-four-bytes-or-more-0123456789-abcd
 # DER prefix of a SHA-256 DigestInfo (RFC 8017 9.2): what an RS256 signature wraps around the hash.
 SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 Forger = Callable[[dict[str, Any], str], str]
+
+
+@pytest.fixture
+def make_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    """HS256, whose tokens these tests forge by hand: the claim checks they prove are the same for every algorithm
+    (tests/security/test_signing_keys.py proves them for the key store's algorithms)."""
+    return functools.partial(make_settings, jwt_algorithm="HS256")
 
 
 def assert_refused_where_the_original_passes(api: Api, make_token: Forger) -> None:

@@ -115,6 +115,19 @@ def _migrate(settings: Settings, target: str) -> None:
         console.print(f"Database already at {after or 'base'}.")
     else:
         console.print(f"Database migrated from {before or 'base'} to {after or 'base'}.")
+    if after == migrations.head_revision() and settings.uses_key_store and settings.jwt_secret_key is not None:
+        _prepare_keys(settings)
+
+
+def _prepare_keys(settings: Settings) -> None:
+    """Create the first signing keys on a database without any, and check that JWT_SECRET_KEY opens them: a wrong
+    secret stops here with one line, before any worker starts."""
+    from user_service.service import UserService
+
+    if not settings.uses_key_store:
+        return
+    with cli_errors(), UserService(settings) as service:
+        service.prepare_keys()
 
 
 def _interactive() -> bool:
@@ -243,6 +256,7 @@ def serve(
 
     if _current_revision(settings) != migrations.head_revision():
         exit_with_error("the database schema is not up to date; run `user-service migrate` first")
+    _prepare_keys(settings)
 
     from user_service.cli._server import run_server
 

@@ -10,6 +10,7 @@ and hands each call to the domain module that owns the rule:
     logins.py      password check, lockout, password change
     sessions.py    sessions, refresh-token rotation and reuse, logout
     tokens.py      access tokens: issuing and checking
+    keys.py        signing keys: creation, rotation, the in-memory copy, the JWKS
     profiles.py    profiles, merge patches, avatars
 
 Every method is blocking (database calls, bcrypt); the HTTP layer runs them in a worker thread, except the
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import Engine
 
@@ -35,7 +36,7 @@ from user_service.schemas import (
     UserDetail,
     UserPage,
 )
-from user_service.service import accounts, directory, logins, profiles, sessions, tokens
+from user_service.service import accounts, directory, keys, logins, profiles, sessions, tokens
 from user_service.service.context import Account, Clock, Context, Passwords, Principal, TokenSubject, utcnow
 from user_service.service.database import Database
 from user_service.service.profiles import merge_extra
@@ -123,6 +124,7 @@ class UserService:
 
     def issue_tokens(self, *, namespace: str, username: str, ttl_seconds: int | None = None) -> TokenPair:
         """Tokens for an existing active user without a password (operators); a new session."""
+        tokens.prepare(self.context)
         return accounts.issue_tokens(self.context, namespace=namespace, username=username, ttl_seconds=ttl_seconds)
 
     # -- the directory ------------------------------------------------------------------------------------------
@@ -163,6 +165,7 @@ class UserService:
         ip: str | None = None,
     ) -> TokenPair:
         """Check the password and start a session; the same InvalidCredentials for every kind of miss."""
+        tokens.prepare(self.context)
         return logins.login(
             self.context, namespace=namespace, username=username, password=password, user_agent=user_agent, ip=ip
         )
@@ -177,6 +180,7 @@ class UserService:
         ip: str | None = None,
     ) -> TokenPair:
         """Replace the password after checking the current one; every session ends and a new one starts."""
+        tokens.prepare(self.context)
         return logins.change_password(
             self.context,
             principal,
@@ -192,6 +196,7 @@ class UserService:
 
     def refresh(self, refresh_token: str, *, ip: str | None = None) -> TokenPair:
         """Spend a refresh token for a new pair; a spent token presented again revokes its whole session."""
+        tokens.prepare(self.context)
         return sessions.refresh(self.context, refresh_token, ip=ip)
 
     def logout(self, refresh_token: str, *, ip: str | None = None) -> None:
@@ -213,6 +218,25 @@ class UserService:
     def prune_sessions(self, *, keep_revoked_seconds: int = 7 * 86_400) -> int:
         """Delete expired sessions, and ended ones older than `keep_revoked_seconds`; returns how many."""
         return sessions.prune(self.context, keep_revoked_seconds=keep_revoked_seconds)
+
+    # -- signing keys ---------------------------------------------------------------------------------------------
+
+    def prepare_keys(self) -> None:
+        """Create the first signing keys if there are none, and open the current one: a ConfigurationError names
+        the problem (a JWT_SECRET_KEY that cannot decrypt them) before any request arrives."""
+        tokens.prepare(self.context)
+
+    def jwks(self) -> dict[str, Any]:
+        """The JSON Web Key Set of the published public keys (empty with an HS* algorithm)."""
+        return keys.jwks(self.context)
+
+    def rotate_keys(self) -> keys.KeyInfo:
+        """The next key becomes current, a new next key is made, the old current one is retired."""
+        return keys.rotate(self.context)
+
+    def list_keys(self) -> list[keys.KeyInfo]:
+        """Every signing key, oldest first, without private material."""
+        return keys.list_keys(self.context)
 
     # -- profile --------------------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ records the core passes around."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,10 +15,13 @@ from user_service import security
 from user_service.config import Settings
 from user_service.passwords import normalize_password
 from user_service.service.database import Database
+from user_service.signing import PrivateKey, PublicKey
 from user_service.storage import AvatarStorage
 
 Clock = Callable[[], datetime]
 
+# How many verified access tokens a process remembers (a few hundred bytes each).
+VERIFIED_TOKENS_MAX = 10_000
 _DUMMY_PASSWORD = "timing-equaliser-for-unknown-users"  # noqa: S105 (hashed for timing only)
 
 
@@ -62,6 +66,72 @@ class Passwords:
 
 
 @dataclass(frozen=True, slots=True)
+class SigningKeyInUse:
+    """The key that signs access tokens now: its id, algorithm and opened private key."""
+
+    kid: str
+    algorithm: str
+    private_key: PrivateKey
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnapshot:
+    """The keys as last read from the database: the signer, each published key by kid (with its algorithm), and
+    their public JWKs."""
+
+    signer: SigningKeyInUse
+    verifiers: Mapping[str, tuple[PublicKey, str]]
+    jwks: tuple[Mapping[str, str], ...]
+    loaded_at: float
+
+
+class VerifiedTokens:
+    """Access tokens this process has fully verified, by the whole token, each kept only until its `exp`: a repeat
+    of the same token skips the signature check (the same bytes verify the same way under the same keys), never the
+    expiry check or the read of the user and session. Bounded: the oldest entry leaves first."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str, now: float) -> Any | None:
+        claims = self._entries.get(token)
+        if claims is None:
+            return None
+        if now >= claims.expires_at:
+            with self._lock:
+                self._entries.pop(token, None)
+            return None
+        return claims
+
+    def put(self, token: str, claims: Any) -> None:
+        with self._lock:
+            while len(self._entries) >= self.max_entries:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[token] = claims
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(slots=True)
+class KeyRing:
+    """This process's copy of the signing keys, replaced whole on each reload (readers never see a half-made
+    one); `monotonic` is the clock of its refreshes."""
+
+    snapshot: KeySnapshot | None = None
+    last_unknown_kid_reload: float = float("-inf")
+    monotonic: Callable[[], float] = time.monotonic
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    verified: VerifiedTokens = field(default_factory=lambda: VerifiedTokens(VERIFIED_TOKENS_MAX))
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     """The service's collaborators, shared by every domain module."""
 
@@ -70,6 +140,7 @@ class Context:
     storage: AvatarStorage
     clock: Clock
     passwords: Passwords = field(compare=False)
+    keys: KeyRing = field(default_factory=KeyRing, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,10 @@ from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_, select, tuple_, update
 
-from user_service.models import AuthSession, LoginFailure, RefreshToken, User
+from user_service.models import AuthSession, LoginFailure, RefreshToken, SigningKey, User
 
-USERS, SESSIONS, REFRESH_TOKENS, LOGIN_FAILURES = (
-    cast("Table", model.__table__) for model in (User, AuthSession, RefreshToken, LoginFailure)
+USERS, SESSIONS, REFRESH_TOKENS, LOGIN_FAILURES, SIGNING_KEYS = (
+    cast("Table", model.__table__) for model in (User, AuthSession, RefreshToken, LoginFailure, SigningKey)
 )
 
 ACCOUNT_FIELDS = (
@@ -179,4 +179,35 @@ USER_PAGES = {
 LIVE_SESSION_COUNT = select(func.count()).where(OPEN_SESSIONS, SESSIONS.c.expires_at > bindparam("now"))
 NAMESPACE_COUNTS = (
     select(USERS.c.namespace, func.count().label("users")).group_by(USERS.c.namespace).order_by(USERS.c.namespace)
+)
+
+# -- signing keys ---------------------------------------------------------------------------------------------------
+
+_KEY_INFO = (
+    SIGNING_KEYS.c.kid,
+    SIGNING_KEYS.c.algorithm,
+    SIGNING_KEYS.c.state,
+    SIGNING_KEYS.c.created_at,
+    SIGNING_KEYS.c.activated_at,
+    SIGNING_KEYS.c.retired_at,
+)
+# The next and current keys, and the retired ones whose tokens may still be unexpired: what the JWKS publishes.
+PUBLISHED_KEYS = select(*_KEY_INFO, SIGNING_KEYS.c.slot, SIGNING_KEYS.c.public_jwk, SIGNING_KEYS.c.private_key).where(
+    or_(SIGNING_KEYS.c.slot.is_not(None), SIGNING_KEYS.c.retired_at > bindparam("cutoff"))
+)
+ALL_KEYS = select(*_KEY_INFO).order_by(SIGNING_KEYS.c.created_at, SIGNING_KEYS.c.kid)
+# In a write transaction: the current and next keys, locked until it ends.
+KEYS_IN_SLOTS = (
+    select(SIGNING_KEYS.c.kid, SIGNING_KEYS.c.slot).where(SIGNING_KEYS.c.slot.is_not(None)).with_for_update()
+)
+INSERT_SIGNING_KEY = insert(SIGNING_KEYS)
+RETIRE_KEY = (
+    update(SIGNING_KEYS)
+    .where(SIGNING_KEYS.c.kid == bindparam("key_id"), SIGNING_KEYS.c.slot == "current")
+    .values(state="retired", slot=None, retired_at=bindparam("now"))
+)
+PROMOTE_KEY = (
+    update(SIGNING_KEYS)
+    .where(SIGNING_KEYS.c.kid == bindparam("key_id"), SIGNING_KEYS.c.slot == "next")
+    .values(state="current", slot="current", activated_at=bindparam("now"))
 )

@@ -8,8 +8,17 @@ from datetime import datetime
 from user_service import security
 from user_service.errors import InvalidToken, UserDisabled
 from user_service.schemas import TokenPair
+from user_service.service import keys
 from user_service.service import statements as sql
 from user_service.service.context import Account, Context, Principal, TokenSubject
+from user_service.signing import PrivateKey, PublicKey
+
+
+def prepare(ctx: Context) -> None:
+    """Have the signing keys in memory (read, or created on a database without any) before a write transaction
+    that issues a token begins: the keys' own writes never run inside another transaction."""
+    if ctx.settings.uses_key_store:
+        keys.snapshot(ctx)
 
 
 def pair(
@@ -23,9 +32,18 @@ def pair(
     """A session's new access token, with the refresh token that was just stored for it."""
     settings = ctx.settings
     ttl = access_ttl or settings.access_token_ttl_seconds
+    key: str | PrivateKey
+    algorithm: str
+    kid: str | None
+    if settings.uses_key_store:
+        signer = keys.signer(ctx)
+        key, algorithm, kid = signer.private_key, signer.algorithm, signer.kid
+    else:
+        key, algorithm, kid = settings.signing_key(), settings.jwt_algorithm, None
     access_token = security.encode_access_token(
-        key=settings.signing_key(),
-        algorithm=settings.jwt_algorithm,
+        key=key,
+        algorithm=algorithm,
+        kid=kid,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         user_id=subject.id,
@@ -40,16 +58,8 @@ def pair(
 
 def authenticate(ctx: Context, access_token: str) -> Principal:
     """The active user an access token names, read on every call, and its session, which must be open."""
-    settings = ctx.settings
     now = ctx.clock()
-    claims = security.decode_access_token(
-        access_token,
-        key=settings.signing_key(),
-        algorithm=settings.jwt_algorithm,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        now=now,
-    )
+    claims = verified_claims(ctx, access_token, now)
     row = ctx.db.read_one(sql.PRINCIPAL, {"user_id": claims.user_id, "session_id": claims.session_id})
     if row is None:
         raise InvalidToken()
@@ -62,3 +72,40 @@ def authenticate(ctx: Context, access_token: str) -> Principal:
     if row["session_revoked_at"] is not None or row["session_expires_at"] <= now:
         raise InvalidToken()
     return Principal(user=user, session_id=claims.session_id)
+
+
+# Longer tokens are verified every time instead of remembered (the service's own are about 500 characters).
+_CACHED_TOKEN_MAX_CHARS = 2048
+
+
+def verified_claims(ctx: Context, access_token: str, now: datetime) -> security.AccessClaims:
+    """The claims of a valid access token. A token verified before by this process is taken from memory while it
+    is unexpired and not issued in the future (the only checks whose outcome changes with time); any other goes
+    through the full check: the kid's key, in that key's algorithm, and every claim."""
+    remembered = ctx.keys.verified
+    moment = now.timestamp()
+    cached = remembered.get(access_token, moment)
+    if cached is not None and cached.issued_at <= moment + security.CLOCK_LEEWAY_SECONDS:
+        claims: security.AccessClaims = cached
+        return claims
+    settings = ctx.settings
+    key: str | PublicKey = settings.signing_key()
+    algorithm: str = settings.jwt_algorithm
+    if settings.uses_key_store:
+        # The token's kid only picks the key; the key's own algorithm is the one accepted (never the header's).
+        kid = security.token_key_id(access_token)
+        found = keys.verifying_key(ctx, kid) if kid is not None else None
+        if found is None:
+            raise InvalidToken()
+        key, algorithm = found
+    claims = security.decode_access_token(
+        access_token,
+        key=key,
+        algorithm=algorithm,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        now=now,
+    )
+    if len(access_token) <= _CACHED_TOKEN_MAX_CHARS:
+        remembered.put(access_token, claims)
+    return claims
