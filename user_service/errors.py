@@ -21,7 +21,8 @@ them), and README.md's error table lists exactly this catalogue (a test compares
     │   └── RateLimited             rate_limited              429 (retry_after seconds)
     ├── FileTooLarge                file_too_large            413
     ├── UnsupportedMediaType        unsupported_media_type    415
-    └── DatabaseUnavailable         database_unavailable      503
+    ├── DatabaseUnavailable         database_unavailable      503
+    └── StorageUnavailable          storage_unavailable       503
 
 The HTTP layer maps `status` to the response (and gives the HTTP-only codes of the catalogue: bad_request,
 not_found, ...); the CLI prints `message` and exits 1.
@@ -73,6 +74,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     # The service itself
     DATABASE_UNAVAILABLE = "database_unavailable"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
     CONFIGURATION_ERROR = "configuration_error"
     INTERNAL_ERROR = "internal_error"
     HTTP_ERROR = "http_error"
@@ -205,3 +207,9 @@ class DatabaseUnavailable(UserServiceError):
     code = ErrorCode.DATABASE_UNAVAILABLE
     status = 503
     message = "The database is unavailable; try again shortly."
+
+
+class StorageUnavailable(UserServiceError):
+    code = ErrorCode.STORAGE_UNAVAILABLE
+    status = 503
+    message = "The avatar storage is unavailable; try again shortly."

@@ -1,11 +1,16 @@
-"""Deciding whether uploaded bytes really are an image we accept, whatever the client claimed."""
+"""Deciding whether uploaded bytes really are an image we accept, whatever the client claimed, and re-encoding it:
+only the pixels are kept (upright, first frame, at most AVATAR_MAX_DIMENSION on the longer side), never the
+metadata the file carried (EXIF with its GPS position, XMP, text chunks, comments, colour profiles)."""
 
 from __future__ import annotations
 
+import io
+import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import BinaryIO
 
-from PIL import Image
+from PIL import Image, ImageCms, ImageOps
 
 from user_service.cpu import usable_cores
 from user_service.errors import UnsupportedMediaType
@@ -22,7 +27,16 @@ MEDIA_TYPES = dict(ACCEPTED_FORMATS.values())
 # that allocates its own arena and keeps what is freed there, so decoding on any of the HTTP layer's worker
 # threads would leave a few MiB behind in each).
 _DECODERS = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="user-service-image")
-_DRAFT_SIZE = (256, 256)
+# What a re-encoded avatar is saved with: quality that hides re-encoding at avatar sizes, and no metadata at all.
+_SAVE_OPTIONS: dict[str, dict[str, object]] = {
+    "JPEG": {"quality": 85},
+    "PNG": {"compress_level": 6},
+    "WEBP": {"quality": 85, "method": 4},
+}
+# The modes each format is written in; anything else is converted first (CMYK and 16-bit images included).
+_SAVE_MODES = {"JPEG": ("L", "RGB"), "PNG": ("L", "LA", "RGB", "RGBA"), "WEBP": ("RGB", "RGBA")}
+_SRGB = ImageCms.createProfile("sRGB")
+log = logging.getLogger("user_service.images")
 # A progressive JPEG is decoded once per scan (an SOS marker), and nothing in libjpeg bounds how many there are: a
 # small file of repeated scans costs minutes of CPU. Real encoders write 1 (baseline) to about 12 scans, and
 # libjpeg-turbo's own tools warn at 100. The cost of a scan is in proportion to the pixels, so a large image gets
@@ -33,10 +47,20 @@ _SOS = b"\xff\xda"
 _CHUNK_BYTES = 64 * 1024
 
 
-def detect_image(source: BinaryIO, *, max_pixels: int) -> str:
-    """Return the file extension for a JPEG, PNG or WebP image that decodes in full; raise otherwise. `source` is
-    read from where it stands, in Pillow's blocks. Blocks the caller until one of the decoding threads is done."""
-    return _DECODERS.submit(_decode, source, max_pixels).result()
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    """An image as it will be stored: its encoded bytes, file extension and media type."""
+
+    data: io.BytesIO
+    extension: str
+    media_type: str
+
+
+def reencode_image(source: BinaryIO, *, max_pixels: int, max_dimension: int) -> EncodedImage:
+    """Decode a JPEG, PNG or WebP image in full and encode it again in its own format, without its metadata; raise
+    UnsupportedMediaType for anything else. `source` is read from where it stands, in Pillow's blocks. Blocks the
+    caller until one of the decoding threads is done."""
+    return _DECODERS.submit(_reencode, source, max_pixels, max_dimension).result()
 
 
 def jpeg_scan_count(source: BinaryIO) -> int:
@@ -58,7 +82,7 @@ def jpeg_scan_count(source: BinaryIO) -> int:
     return count
 
 
-def _decode(source: BinaryIO, max_pixels: int) -> str:
+def _reencode(source: BinaryIO, max_pixels: int, max_dimension: int) -> EncodedImage:
     try:
         scans = jpeg_scan_count(source) if _is_jpeg(source) else 0
         with Image.open(source, formats=list(ACCEPTED_FORMATS)) as image:
@@ -75,14 +99,65 @@ def _decode(source: BinaryIO, max_pixels: int) -> str:
                     f"The JPEG has {scans} scans for {width}x{height} pixels: too costly to decode."
                 )
             if fmt == "JPEG":
-                # Decoding at reduced scale still reads every byte of the stream, at a fraction of the memory.
-                image.draft("RGB", _DRAFT_SIZE)
+                # Decoding at a reduced scale (down to the size kept) still reads every byte of the stream, at a
+                # fraction of the memory.
+                image.draft("RGB", (max_dimension, max_dimension))
+            # An animated PNG or WebP stands on its first frame after open; only that frame is decoded and kept.
             image.load()
+            data = _encode(_pixels_only(image, max_dimension), fmt)
     except UnsupportedMediaType:
         raise
     except Exception:  # Pillow signals corrupt input with many exception types
         raise UnsupportedMediaType() from None
-    return ACCEPTED_FORMATS[fmt][0]
+    extension, media_type = ACCEPTED_FORMATS[fmt]
+    return EncodedImage(data, extension, media_type)
+
+
+def _pixels_only(image: Image.Image, max_dimension: int) -> Image.Image:
+    """The picture upright, in sRGB, in a mode its format can be written in, at most `max_dimension` on the longer
+    side, and with no metadata left in its `info`."""
+    fmt = image.format or ""
+    result: Image.Image = image
+    try:
+        result = ImageOps.exif_transpose(image) or image
+    except Exception:  # a corrupt EXIF block: the picture is kept as it was stored
+        log.info("image EXIF unreadable; orientation not applied")
+    icc = result.info.get("icc_profile")
+    if icc and result.mode in ("RGB", "RGBA", "CMYK", "L"):
+        result = _to_srgb(result, icc)
+    if result.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scaled to 8 bits (a plain conversion would clip everything above 255 to white).
+        result = result.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    if result.mode not in _SAVE_MODES[fmt]:
+        has_alpha = "A" in result.getbands() or "transparency" in result.info
+        result = result.convert("RGBA" if has_alpha and fmt != "JPEG" else "RGB")
+    if max(result.size) > max_dimension:
+        result = result.copy() if result is image else result
+        result.thumbnail((max_dimension, max_dimension), Image.Resampling.LANCZOS)
+    result.info = {}
+    return result
+
+
+def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    """The pixels converted from the embedded colour profile to sRGB, so that dropping the profile keeps the colours;
+    an unusable profile is ignored."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        out_mode = "RGBA" if image.mode == "RGBA" else "L" if image.mode == "L" else "RGB"
+        if out_mode == "L":
+            return image
+        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode=out_mode)
+    except Exception:
+        log.info("image colour profile unusable; ignored")
+        return image
+    return converted if converted is not None else image
+
+
+def _encode(image: Image.Image, fmt: str) -> io.BytesIO:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **_SAVE_OPTIONS[fmt])
+    out.seek(0)
+    return out
 
 
 def _is_jpeg(source: BinaryIO) -> bool:

@@ -57,6 +57,12 @@ def png_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def same_pixels(stored: bytes, original: bytes) -> bool:
+    """Whether two encoded images hold the same pixels (a lossless format re-encoded)."""
+    with Image.open(io.BytesIO(stored)) as a, Image.open(io.BytesIO(original)) as b:
+        return a.format == b.format and a.size == b.size and a.convert("RGBA").tobytes() == b.convert("RGBA").tobytes()
+
+
 def multipart(data: bytes, filename: str = "avatar.png", content_type: str = "image/png") -> tuple[bytes, str]:
     """The encoded multipart body and its Content-Type, as a browser form would send them."""
     request = httpx.Request("POST", "http://testserver/", files={"file": (filename, data, content_type)})
