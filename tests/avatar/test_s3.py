@@ -207,3 +207,17 @@ def test_s3_without_boto3_is_refused_at_start(
 
     with pytest.raises(ConfigurationError, match=r"user-service\[s3\]"):
         create_app(make_settings(avatar_storage="s3", s3_bucket="avatars"))
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "named"),
+    [
+        ("s3_endpoint_url", "minio:9000", "S3_ENDPOINT_URL"),
+        ("avatar_public_base_url", "cdn.example.com", "AVATAR_PUBLIC_BASE_URL"),
+        ("s3_key_prefix", "../escape/", "S3_KEY_PREFIX"),
+        ("s3_key_prefix", "/rooted/", "S3_KEY_PREFIX"),
+    ],
+)
+def test_invalid_s3_settings_are_named(setting: str, value: str, named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        load_settings(_env_file=None, **{setting: value})
