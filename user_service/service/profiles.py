@@ -108,7 +108,8 @@ def set_avatar(ctx: Context, user_id: uuid.UUID, image: bytes | BinaryIO) -> Pro
     encoded = reencode_image(
         source, max_pixels=ctx.settings.avatar_max_pixels, max_dimension=ctx.settings.avatar_max_dimension
     )
-    key = ctx.storage.save(encoded.data, encoded.extension)
+    with encoded.data:
+        key = ctx.storage.save(encoded.data, encoded.extension)
     changes: dict[str, Any] = {"avatar_key": key, "avatar_url": ctx.storage.public_url(key)}
     try:
         with ctx.db.write() as tx:
