@@ -5,6 +5,7 @@ payload. Hostile or unusual files are refused with 415 or stored cleanly, never 
 from __future__ import annotations
 
 import io
+import random
 from collections.abc import Callable
 
 import pytest
@@ -182,3 +183,21 @@ def test_decompression_bomb_is_415_and_nothing_is_stored(uploader: Uploader) -> 
     response = uploader.upload(out.getvalue(), "bomb.png", "image/png")
 
     assert_upload_refused(response, 415, "unsupported_media_type", uploader)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
+def test_incompressible_png_keeps_every_pixel_and_nothing_else(uploader: Uploader, mode: str) -> None:
+    # Noise does not deflate: it is stored uncompressed, still a valid PNG of exactly the same pixels.
+    side = 200
+    image = Image.frombytes(mode, (side, side), random.Random(3).randbytes(side * side * len(mode)))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "taken at 1 Secret Lane")
+    out = io.BytesIO()
+    image.save(out, format="PNG", pnginfo=info)
+
+    raw, kept = stored(uploader, out.getvalue(), "image/png")
+
+    assert (kept.format, kept.mode, kept.size) == ("PNG", mode, (side, side))
+    assert kept.tobytes() == image.tobytes()
+    assert b"Secret Lane" not in raw
+    assert b"tEXt" not in raw
