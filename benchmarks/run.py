@@ -121,7 +121,7 @@ SCENARIOS: dict[str, Scenario] = {
             "upload",
             f"(f) {UPLOAD_CONNECTIONS} concurrent 2 MiB avatar uploads, fresh server each round "
             "(ceiling: multipart read and dropped; fastapi-users has no uploads)",
-            ("us-sqlite", "us-pg", "ceiling"),
+            ("us-sqlite", "us-pg", "us-s3", "ceiling"),
             False,
             "ok/s over the ceiling's; RSS = the server's peak RSS, RSS+ = peak over its idle RSS",
         ),

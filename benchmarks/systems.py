@@ -41,6 +41,7 @@ class SystemSpec:
     database: str | None = None  # "sqlite" or "postgresql"
     workers: int = 1
     metrics: bool = False  # serve --metrics-port
+    storage: str = "local"  # user-service's AVATAR_STORAGE: "local" or "s3"
 
 
 SYSTEMS: dict[str, SystemSpec] = {
@@ -52,6 +53,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         SystemSpec("ceiling", "ceiling (bare FastAPI / bcrypt)", "ceiling"),
         SystemSpec("us-sqlite-2w", "user-service (SQLite, 2 workers)", "user-service", "sqlite", workers=2),
         SystemSpec("us-sqlite-metrics", "user-service (SQLite, metrics on)", "user-service", "sqlite", metrics=True),
+        SystemSpec("us-s3", "user-service (SQLite, S3 storage)", "user-service", "sqlite", storage="s3"),
     )
 }
 
@@ -200,6 +202,7 @@ class Launcher:
         self.secret = secrets.token_urlsafe(48)
         self.migrated: set[str] = set()
         self.starts = 0
+        self.s3_endpoint: str | None = None
 
     def database_url(self, spec: SystemSpec) -> str:
         if spec.database == "postgresql":
@@ -219,6 +222,42 @@ class Launcher:
             "RATE_LIMIT_ENABLED": "false",
             "UPLOAD_DIR": str(upload_dir),
             "LOG_LEVEL": self.log_level.upper(),
+            **(self._s3_env() if spec.storage == "s3" else {}),
+        }
+
+    def _s3_env(self) -> dict[str, str]:
+        """Settings and credentials for an S3-compatible server on loopback (moto's server mode, started once)."""
+        credentials = {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        # moto accepts any credentials; boto3 reads them from the environment, in the servers and here.
+        os.environ.update(credentials)
+        if self.s3_endpoint is None:
+            import boto3
+
+            port = free_port()
+            command = [str(project_bin("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
+            server = self.pool.start(
+                "moto",
+                command,
+                port=port,
+                ready_path="/moto-api/",
+                env={**base_env(), **credentials},
+                cwd=self.workdir,
+                log_path=self.workdir / "moto.log",
+                cpus=None,
+            )
+            client = boto3.session.Session().client("s3", endpoint_url=server.base_url)
+            client.create_bucket(Bucket="avatars")
+            self.s3_endpoint = server.base_url
+        return {
+            **credentials,
+            "AVATAR_STORAGE": "s3",
+            "S3_BUCKET": "avatars",
+            "S3_ENDPOINT_URL": self.s3_endpoint,
+            "S3_REGION": "us-east-1",
         }
 
     def _migrate(self, spec: SystemSpec, env: dict[str, str]) -> None:

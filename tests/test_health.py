@@ -21,7 +21,7 @@ def test_health_reports_ok_with_the_version(client: TestClient) -> None:
     response = client.get("/health")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "version": __version__}
+    assert response.json() == {"status": "ok", "database": "ok", "storage": "ok", "version": __version__}
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
@@ -60,7 +60,12 @@ def test_health_is_503_when_the_database_is_unreachable(unreachable: TestClient)
     response = unreachable.get("/health")
 
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "database": "unavailable", "version": __version__}
+    assert response.json() == {
+        "status": "unavailable",
+        "database": "unavailable",
+        "storage": "ok",
+        "version": __version__,
+    }
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 

@@ -52,6 +52,7 @@ WITHOUT_INPUT = [
     ("POST", "/auth/logout-all"),
     ("GET", "/users/me"),
     ("GET", "/users/me/sessions"),
+    ("DELETE", "/users/me/avatar"),
     ("GET", "/uploads/{key}"),
     ("GET", "/health"),
     ("GET", "/.well-known/jwks.json"),

@@ -14,7 +14,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -184,8 +192,17 @@ class Settings(BaseSettings):
 
     avatar_max_bytes: int = Field(default=2_097_152, ge=1024, le=64 * 1024 * 1024)
     avatar_max_pixels: int = Field(default=16_777_216, ge=1, le=200_000_000)
+    avatar_max_dimension: int = Field(default=1024, ge=16, le=8192)
     upload_dir: Path = Path("uploads")
     public_base_url: str | None = None
+    # Where avatars are stored: files in UPLOAD_DIR, or objects in an S3-compatible bucket (credentials come from
+    # the standard AWS chain, never from these settings).
+    avatar_storage: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_key_prefix: str = ""
+    avatar_public_base_url: str | None = None
     request_max_bytes: int = Field(default=262_144, ge=1024, le=64 * 1024 * 1024)
 
     registration_enabled: bool = True
@@ -328,8 +345,31 @@ class Settings(BaseSettings):
             raise ValueError("PUBLIC_BASE_URL must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("s3_bucket", "s3_region")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip() == "" else value.strip()
+
+    @field_validator("s3_endpoint_url", "avatar_public_base_url")
+    @classmethod
+    def _http_origin(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{str(info.field_name).upper()} must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("s3_key_prefix")
+    @classmethod
+    def _prefix_is_plain(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._/-]{0,200}", value) or value.startswith("/") or ".." in value:
+            raise ValueError("S3_KEY_PREFIX must be up to 200 characters of letters, digits and . _ / -, not /-led")
+        return value
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
+        if self.avatar_storage == "s3" and self.s3_bucket is None:
+            raise ValueError("AVATAR_STORAGE=s3 needs S3_BUCKET")
         if self.login_lockout_max_seconds < self.login_lockout_seconds:
             raise ValueError("LOGIN_LOCKOUT_MAX_SECONDS must not be below LOGIN_LOCKOUT_SECONDS")
         if self.login_account_max_failures < self.login_max_failures:

@@ -22,7 +22,8 @@ them), and README.md's error table lists exactly this catalogue (a test compares
     ├── FileTooLarge                file_too_large            413
     ├── UnsupportedMediaType        unsupported_media_type    415
     ├── DatabaseUnavailable         database_unavailable      503
-    └── DatabaseError               internal_error            500 (the database refused a statement: a fault)
+    ├── DatabaseError               internal_error            500 (the database refused a statement: a fault)
+    └── StorageUnavailable          storage_unavailable       503
 
 The HTTP layer maps `status` to the response (and gives the HTTP-only codes of the catalogue: bad_request,
 not_found, ...); the CLI prints `message` and exits 1.
@@ -74,6 +75,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     # The service itself
     DATABASE_UNAVAILABLE = "database_unavailable"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
     CONFIGURATION_ERROR = "configuration_error"
     INTERNAL_ERROR = "internal_error"
     HTTP_ERROR = "http_error"
@@ -215,3 +217,9 @@ class DatabaseError(UserServiceError):
     code = ErrorCode.INTERNAL_ERROR
     status = 500
     message = "Internal server error."
+
+
+class StorageUnavailable(UserServiceError):
+    code = ErrorCode.STORAGE_UNAVAILABLE
+    status = 503
+    message = "The avatar storage is unavailable; try again shortly."

@@ -159,6 +159,7 @@ class UnprocessableBody(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     database: Literal["ok", "unavailable"]
+    storage: Literal["ok", "unavailable"]
     version: str

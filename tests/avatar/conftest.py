@@ -5,10 +5,16 @@ nothing on disk."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import re
+import socket
 import struct
+import subprocess
+import sys
+import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +61,12 @@ def png_claiming(width: int, height: int) -> bytes:
     struct.pack_into(">II", data, 16, width, height)
     struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
     return bytes(data)
+
+
+def same_pixels(stored: bytes, original: bytes) -> bool:
+    """Whether two encoded images hold the same pixels (a lossless format re-encoded)."""
+    with Image.open(io.BytesIO(stored)) as a, Image.open(io.BytesIO(original)) as b:
+        return a.format == b.format and a.size == b.size and a.convert("RGBA").tobytes() == b.convert("RGBA").tobytes()
 
 
 def multipart(data: bytes, filename: str = "avatar.png", content_type: str = "image/png") -> tuple[bytes, str]:
@@ -133,3 +145,103 @@ def assert_upload_refused(response: httpx.Response, status: int, code: str, uplo
     assert_error(response, status, code)
     assert uploader.files() == []
     assert uploader.me()["avatar_url"] is None
+
+
+# -- an S3-compatible server (moto's server mode, a real HTTP server in its own process) -----------------------------
+
+S3_ENVIRONMENT = {
+    # Credentials reach boto3 through its standard chain, as in production; moto accepts any.
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+S3_START_ATTEMPTS = 5
+S3_START_SECONDS = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def start_s3_server() -> tuple[subprocess.Popen[bytes], str]:
+    """moto_server on a free loopback port, once it accepts connections; another port if the one chosen was taken
+    in between (the process then exits)."""
+    moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    for _ in range(S3_START_ATTEMPTS):
+        port = free_port()
+        process = subprocess.Popen(
+            [moto_server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + S3_START_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            if _answers(port):
+                return process, f"http://127.0.0.1:{port}"
+            time.sleep(0.05)
+        process.kill()
+        process.wait(timeout=10)
+    raise RuntimeError("moto_server did not start")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """The URL of an S3-compatible server that runs for the whole session."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in S3_ENVIRONMENT.items():
+            patch.setenv(name, value)
+        process, url = start_s3_server()
+        try:
+            yield url
+        finally:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A boto3 client of the test S3 server; the environment holds the test credentials."""
+    import boto3
+
+    for name, value in S3_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    """A new, empty bucket of its own, whose objects anyone may read (the policy README.md gives operators)."""
+    name = f"avatars-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_policy(Bucket=name, Policy=public_read_policy(name))
+    return name
+
+
+def public_read_policy(bucket: str) -> str:
+    statement = {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def objects_in(s3: Any, bucket: str) -> list[str]:
+    listing = s3.list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listing.get("Contents", []))

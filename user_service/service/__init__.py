@@ -40,7 +40,7 @@ from user_service.service import accounts, directory, keys, logins, profiles, se
 from user_service.service.context import Account, Clock, Context, Passwords, Principal, TokenSubject, utcnow
 from user_service.service.database import Database
 from user_service.service.profiles import merge_extra
-from user_service.storage import AvatarStorage, LocalAvatarStorage
+from user_service.storage import AvatarStorage, CachedReachability, storage_from_settings
 
 __all__ = ["Account", "Clock", "Principal", "TokenSubject", "UserService", "merge_extra", "utcnow"]
 
@@ -58,7 +58,8 @@ class UserService:
     ) -> None:
         self.settings = settings
         self.db = Database(settings, engine=engine)
-        self.storage: AvatarStorage = storage or LocalAvatarStorage(settings.upload_dir)
+        self.storage: AvatarStorage = storage or storage_from_settings(settings)
+        self._storage_reachable = CachedReachability(self.storage)
         self.clock: Clock = clock or utcnow
         self.context = Context(
             settings=settings,
@@ -95,6 +96,10 @@ class UserService:
 
     def database_ok(self) -> bool:
         return self.db.ping()
+
+    def storage_ok(self) -> bool:
+        """Whether the avatar storage was reachable when last probed (at most one probe every few seconds)."""
+        return self._storage_reachable()
 
     def profile_of(self, user: Account) -> Profile:
         """The public view of a user: never the hash or the lockout state."""
@@ -245,5 +250,10 @@ class UserService:
         return profiles.update_profile(self.context, user_id, patch)
 
     def set_avatar(self, user_id: uuid.UUID, image: bytes | BinaryIO) -> Profile:
-        """Store an uploaded avatar once its bytes prove to be an accepted image; the old file is deleted."""
+        """Store an uploaded avatar, re-encoded without metadata, once its bytes prove to be an accepted image; the
+        old one is deleted."""
         return profiles.set_avatar(self.context, user_id, image)
+
+    def delete_avatar(self, user_id: uuid.UUID) -> Profile:
+        """Clear the user's avatar; a stored one is deleted from the storage."""
+        return profiles.delete_avatar(self.context, user_id)

@@ -21,7 +21,7 @@ from user_service.service import sessions
 from user_service.service import statements as sql
 from user_service.service.context import Account, Context
 from user_service.service.database import UniqueViolation
-from user_service.service.profiles import profile_of
+from user_service.service.profiles import discard_avatar, profile_of
 from user_service.validation import normalize_namespace, normalize_username
 
 
@@ -160,6 +160,7 @@ def delete_user(ctx: Context, *, namespace: str, username: str) -> None:
     """Delete an account, its sessions and its avatar file."""
     user = find_user(ctx, namespace, username)
     with ctx.db.write() as tx:
-        tx.execute(sql.DELETE_USER, {"user_key": user.id})
-    if user.avatar_key:
-        ctx.storage.delete(user.avatar_key)
+        row = tx.execute(sql.DELETE_USER_RETURNING_AVATAR, {"user_key": user.id}).first()
+    avatar_key = row._mapping["avatar_key"] if row is not None else None
+    if avatar_key:
+        discard_avatar(ctx, avatar_key)

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 from dataclasses import replace
 from typing import Any, BinaryIO
 
-from user_service.errors import EmailTaken, ErrorCode, FileTooLarge, InvalidInput, InvalidToken
-from user_service.images import detect_image
+from user_service.errors import EmailTaken, ErrorCode, FileTooLarge, InvalidInput, InvalidToken, StorageUnavailable
+from user_service.images import reencode_image
 from user_service.schemas import Profile, ProfilePatch
 from user_service.service import statements as sql
 from user_service.service.context import Account, Context
 from user_service.service.database import Transaction, UniqueViolation
 from user_service.validation import EXTRA_MAX_KEYS
 
+log = logging.getLogger("user_service.avatars")
+
 
 def profile_of(ctx: Context, user: Account) -> Profile:
     """The public view of a user: never the hash or the lockout state."""
     avatar_url = user.avatar_url
-    if user.avatar_key:
+    # A stored avatar has its key; its URL is in the row when the storage serves it (S3), else this app does.
+    if user.avatar_key and not user.avatar_url:
         avatar_url = f"{ctx.settings.public_base_url or ''}/uploads/{user.avatar_key}"
     return Profile(
         id=user.id,
@@ -77,12 +81,22 @@ def update_profile(ctx: Context, user_id: uuid.UUID, patch: ProfilePatch) -> Pro
     except UniqueViolation:
         raise EmailTaken() from None
     if "avatar_key" in changes and user.avatar_key:
-        ctx.storage.delete(user.avatar_key)
+        discard_avatar(ctx, user.avatar_key)
     return profile_of(ctx, replace(user, **changes))
 
 
+def discard_avatar(ctx: Context, key: str) -> None:
+    """Delete an avatar no row names any more. The change that dropped it is already committed, so a storage
+    outage here leaves an orphan to report, not an error to answer."""
+    try:
+        ctx.storage.delete(key)
+    except StorageUnavailable:
+        log.warning("avatar %s could not be deleted from the storage; delete it by hand", key)
+
+
 def set_avatar(ctx: Context, user_id: uuid.UUID, image: bytes | BinaryIO) -> Profile:
-    """Store an uploaded avatar once its bytes prove to be an accepted image; the old file is deleted.
+    """Store an uploaded avatar, re-encoded without its metadata, once its bytes prove to be an accepted image; the
+    old one is deleted. When the storage is down (StorageUnavailable) nothing changes.
 
     `image` is the bytes or a seekable binary file, which is read in chunks and never whole into memory.
     """
@@ -91,18 +105,32 @@ def set_avatar(ctx: Context, user_id: uuid.UUID, image: bytes | BinaryIO) -> Pro
     if source.seek(0, io.SEEK_END) > limit:
         raise FileTooLarge(f"The file is larger than {limit} bytes.")
     source.seek(0)
-    extension = detect_image(source, max_pixels=ctx.settings.avatar_max_pixels)
-    source.seek(0)
-    key = ctx.storage.save(source, extension)
-    changes: dict[str, Any] = {"avatar_key": key, "avatar_url": None}
+    encoded = reencode_image(
+        source, max_pixels=ctx.settings.avatar_max_pixels, max_dimension=ctx.settings.avatar_max_dimension
+    )
+    with encoded.data:
+        key = ctx.storage.save(encoded.data, encoded.extension)
+    changes: dict[str, Any] = {"avatar_key": key, "avatar_url": ctx.storage.public_url(key)}
     try:
         with ctx.db.write() as tx:
             user = _locked_account(tx, user_id)
             changes["updated_at"] = ctx.clock()
             tx.execute(sql.UPDATE_USER, {"user_key": user_id, **changes})
     except BaseException:
-        ctx.storage.delete(key)
+        discard_avatar(ctx, key)
         raise
     if user.avatar_key:
-        ctx.storage.delete(user.avatar_key)
+        discard_avatar(ctx, user.avatar_key)
+    return profile_of(ctx, replace(user, **changes))
+
+
+def delete_avatar(ctx: Context, user_id: uuid.UUID) -> Profile:
+    """Clear the user's avatar (a stored one or a URL set by a patch); a stored object is deleted."""
+    changes: dict[str, Any] = {"avatar_key": None, "avatar_url": None}
+    with ctx.db.write() as tx:
+        user = _locked_account(tx, user_id)
+        changes["updated_at"] = ctx.clock()
+        tx.execute(sql.UPDATE_USER, {"user_key": user_id, **changes})
+    if user.avatar_key:
+        discard_avatar(ctx, user.avatar_key)
     return profile_of(ctx, replace(user, **changes))

@@ -43,6 +43,8 @@ EMAIL_OWNER = select(USERS.c.id).where(USERS.c.namespace == bindparam("namespace
 INSERT_USER = insert(USERS)
 UPDATE_USER = update(USERS).where(USERS.c.id == bindparam("user_key"))  # SET from the parameters given
 DELETE_USER = delete(USERS).where(USERS.c.id == bindparam("user_key"))
+# The avatar key of the row as it was deleted: a change racing the delete cannot leave its object behind.
+DELETE_USER_RETURNING_AVATAR = DELETE_USER.returning(USERS.c.avatar_key.label("avatar_key"))
 
 # -- login and lockout ----------------------------------------------------------------------------------------------
 

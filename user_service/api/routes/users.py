@@ -32,6 +32,7 @@ from user_service.errors import (
     NotAuthenticated,
     RateLimited,
     SessionNotFound,
+    StorageUnavailable,
     TokenExpired,
     TooManyAttempts,
     UnsupportedMediaType,
@@ -43,6 +44,18 @@ from user_service.service import UserService
 
 router = APIRouter(prefix="/users", tags=["users"])
 _AUTH_ERRORS = (NotAuthenticated, InvalidToken, TokenExpired, UserDisabled, DatabaseUnavailable)
+_LOCAL_AVATAR_PREFIX = "/uploads/"
+
+
+def as_seen_from(request: Request, profile: Profile) -> Profile:
+    """The profile with an avatar this app serves addressed through the path the app is mounted at (the request's
+    root_path), so that the URL works through the host as given. PUBLIC_BASE_URL, when set, already is the
+    prefix."""
+    url = profile.avatar_url
+    root_path = request.scope.get("root_path", "")
+    if not root_path or url is None or not url.startswith(_LOCAL_AVATAR_PREFIX):
+        return profile
+    return profile.model_copy(update={"avatar_url": root_path.rstrip("/") + url})
 
 
 @router.get(
@@ -58,7 +71,7 @@ async def read_me(request: Request) -> Response:
     # and the profile the service built is serialized once.
     principal = await current_principal(request)
     service: UserService = request.app.state.service
-    return Response(to_json(service.profile_of(principal.user)), media_type="application/json")
+    return Response(to_json(as_seen_from(request, service.profile_of(principal.user))), media_type="application/json")
 
 
 @router.patch(
@@ -73,13 +86,15 @@ async def patch_me(
         # A taken email is refused, which tells whether it is taken: counted per address like registration.
         limiter: AddressRateLimiter = request.app.state.rate_limiter
         await limiter.hit_async("email", address)
-    return await run_in_threadpool(service.update_profile, principal.user.id, body)
+    return as_seen_from(request, await run_in_threadpool(service.update_profile, principal.user.id, body))
 
 
 @router.post(
     "/me/avatar",
     summary="Upload an avatar (JPEG, PNG or WebP)",
-    responses=responses(*_AUTH_ERRORS, FileTooLarge, UnsupportedMediaType, RateLimited, validation=True),
+    responses=responses(
+        *_AUTH_ERRORS, FileTooLarge, UnsupportedMediaType, RateLimited, StorageUnavailable, validation=True
+    ),
 )
 async def upload_avatar(
     file: Annotated[UploadFile, File(description="The image; its real type is detected from its bytes.")],
@@ -102,7 +117,17 @@ async def upload_avatar(
         raise
     if metrics is not None:
         metrics.avatar_upload("stored")
-    return profile
+    return as_seen_from(request, profile)
+
+
+@router.delete(
+    "/me/avatar",
+    summary="Remove the caller's avatar",
+    responses=responses(*_AUTH_ERRORS),
+)
+async def delete_avatar(principal: CurrentPrincipal, service: ServiceDep) -> Profile:
+    # The storage call (a file, or an S3 request) runs in a worker thread, like every write.
+    return await run_in_threadpool(service.delete_avatar, principal.user.id)
 
 
 @router.post(
