@@ -115,6 +115,12 @@ COMMANDS = (
     "delete-user",
     "set-password",
     "prune-sessions",
+    "list-users",
+    "show-user",
+    "namespaces",
+    "revoke-sessions",
+    "export",
+    "import",
 )
 TABLES = {"users", "auth_sessions", "refresh_tokens", "login_failures"}
 PLACEHOLDER_SECRET = str(dotenv_values(ENV_EXAMPLE)["JWT_SECRET_KEY"])
