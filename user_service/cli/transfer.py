@@ -15,7 +15,7 @@ from user_service.cli._options import DatabaseUrlOption, EnvFileOption
 from user_service.cli._output import err_console, exit_with_error, operator_service
 
 if TYPE_CHECKING:
-    from user_service.service.transfer import ImportReport
+    from user_service.service.import_batch import ImportReport
 
 # Refused lines are reported one a line on stderr, at most this many; then only their count.
 MAX_REPORTED_LINES = 1000

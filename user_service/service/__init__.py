@@ -42,8 +42,9 @@ from user_service.schemas import (
 from user_service.service import accounts, directory, logins, profiles, sessions, tokens, transfer
 from user_service.service.context import Account, Clock, Context, Passwords, Principal, TokenSubject, utcnow
 from user_service.service.database import Database
+from user_service.service.import_batch import ImportReport, ProblemSink
 from user_service.service.profiles import merge_extra
-from user_service.service.transfer import ImportReport, ProblemSink, ProgressSink
+from user_service.service.transfer import ProgressSink
 from user_service.storage import AvatarStorage, LocalAvatarStorage
 
 __all__ = ["Account", "Clock", "Principal", "TokenSubject", "UserService", "merge_extra", "utcnow"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -22,29 +21,17 @@ from user_service.service import accounts
 from user_service.service import statements as sql
 from user_service.service import transfer_sql as tsql
 from user_service.service.context import Account, Context
-from user_service.service.database import Transaction, UniqueViolation
+from user_service.service.database import UniqueViolation
+from user_service.service.import_batch import BATCH_SIZE, ImportBatch, ImportReport, ProblemSink
 from user_service.service.profiles import profile_of
 from user_service.validation import parse_input
 
-BATCH_SIZE = 1000
 EXPORT_PAGE_SIZE = 2000
 # A line holds one user: 50 extra entries of 64 + 1024 characters fill about 60 KiB of JSON, quadruple that at most
 # in escapes.
 LINE_MAX_BYTES = 256 * 1024
 
-ProblemSink = Callable[[int, str], None]
 ProgressSink = Callable[[int], None]
-
-
-@dataclass
-class ImportReport:
-    """What an import did: users read, imported, updated, refused; `written` when the transaction committed."""
-
-    users: int = 0
-    imported: int = 0
-    updated: int = 0
-    refused: int = 0
-    written: bool = False
 
 
 class _Discard(Exception):
@@ -170,15 +157,14 @@ def import_users(
     now = ctx.clock()
     try:
         with ctx.db.write() as tx:
-            batch = _Batch(tx, report, on_problem, upsert=upsert)
+            batch = ImportBatch(tx, report, on_problem, upsert=upsert)
             for number, raw, consumed in _lines(source):
                 try:
                     user = _parse(raw)
                     row = stored_row(ctx, user, now)
                 except InvalidInput as exc:
                     report.users += 1
-                    report.refused += 1
-                    on_problem(number, exc.message)
+                    batch.refuse(number, exc.message)
                     continue
                 report.users += 1
                 batch.add(number, user, row)
@@ -236,95 +222,3 @@ def _parse(raw: bytes | None) -> ImportedUser:
     if not isinstance(data, dict):
         raise InvalidInput("a line must be a JSON object: one user a line")
     return parse_input(ImportedUser, data)
-
-
-class _Batch:
-    """Users waiting to be written together; a user that collides with one already waiting sends the batch first,
-    so every collision is found against stored rows."""
-
-    def __init__(self, tx: Transaction, report: ImportReport, on_problem: ProblemSink, *, upsert: bool) -> None:
-        self.tx, self.report, self.on_problem, self.upsert = tx, report, on_problem, upsert
-        self.pending: list[tuple[int, ImportedUser, dict[str, Any]]] = []
-        self.keys: set[tuple[Any, ...]] = set()
-
-    def add(self, number: int, user: ImportedUser, row: dict[str, Any]) -> None:
-        keys = {("id", row["id"]), ("name", row["namespace"], row["username"])}
-        if row["email"] is not None:
-            keys.add(("email", row["namespace"], row["email"]))
-        if len(self.pending) >= BATCH_SIZE or not self.keys.isdisjoint(keys):
-            self.flush()
-        self.pending.append((number, user, row))
-        self.keys |= keys
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        rows = [row for _, _, row in self.pending]
-        by_id = self._stored(tsql.USERS_BY_ID, "ids", [row["id"] for row in rows], ("id",))
-        names = [(row["namespace"], row["username"]) for row in rows]
-        by_name = self._stored(tsql.USERS_BY_NAME, "names", names, ("namespace", "username"))
-        emails = [(row["namespace"], row["email"]) for row in rows if row["email"] is not None]
-        by_email = self._stored(tsql.USERS_BY_EMAIL, "emails", emails, ("namespace", "email")) if emails else {}
-        inserts, updates = [], []
-        for number, user, row in self.pending:
-            problem, existing = self._collision(user, row, by_id, by_name, by_email)
-            if problem is not None:
-                self.report.refused += 1
-                self.on_problem(number, problem)
-            elif existing is None:
-                inserts.append(row)
-            else:
-                updates.append(_update_of(user, row, existing))
-        if inserts:
-            self.tx.execute(sql.INSERT_USER, inserts)
-        if updates:
-            self.tx.execute(sql.UPDATE_USER, updates)
-        self.report.imported += len(inserts)
-        self.report.updated += len(updates)
-        self.pending.clear()
-        self.keys.clear()
-
-    def _stored(
-        self, statement: Any, name: str, values: list[Any], key: tuple[str, ...]
-    ) -> dict[Any, Mapping[Any, Any]]:
-        found = self.tx.execute(statement, {name: values}).mappings().all()
-        return {row[key[0]] if len(key) == 1 else tuple(row[part] for part in key): row for row in found}
-
-    def _collision(
-        self,
-        user: ImportedUser,
-        row: dict[str, Any],
-        by_id: dict[Any, Mapping[Any, Any]],
-        by_name: dict[Any, Mapping[Any, Any]],
-        by_email: dict[Any, Mapping[Any, Any]],
-    ) -> tuple[str | None, Mapping[Any, Any] | None]:
-        """(why the line is refused, or None; the stored user it updates, or None for a new one)."""
-        namespace, username = row["namespace"], row["username"]
-        existing = by_name.get((namespace, username))
-        if existing is not None and not self.upsert:
-            return f"user {namespace}/{username} already exists (an earlier line or a stored user)", None
-        if existing is not None and user.id is not None and user.id != existing["id"]:
-            return f"id {user.id} differs from the id of the existing user {namespace}/{username}", None
-        owner = by_id.get(row["id"])
-        if existing is None and owner is not None:
-            return f"id {row['id']} is already the id of {owner['namespace']}/{owner['username']}", None
-        holder = by_email.get((namespace, row["email"]))
-        if holder is not None and (existing is None or holder["id"] != existing["id"]):
-            return f"email {row['email']} is already used by {namespace}/{holder['username']}", None
-        return None, existing
-
-
-def _update_of(user: ImportedUser, row: dict[str, Any], existing: Mapping[Any, Any]) -> dict[str, Any]:
-    """The line replaces the stored user's profile, hash and state; its id stays, and its creation time unless the
-    line gives one."""
-    return {
-        "user_key": existing["id"],
-        "password_hash": row["password_hash"],
-        "email": row["email"],
-        "full_name": row["full_name"],
-        "avatar_url": row["avatar_url"],
-        "extra": row["extra"],
-        "is_active": row["is_active"],
-        "created_at": user.created_at or existing["created_at"],
-        "updated_at": row["updated_at"],
-    }
