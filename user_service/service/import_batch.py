@@ -64,11 +64,10 @@ class ImportBatch:
         if not self.pending:
             return
         rows = [row for _, _, row in self.pending]
-        by_id = self._stored(tsql.USERS_BY_ID, "ids", [row["id"] for row in rows], ("id",))
-        names = [(row["namespace"], row["username"]) for row in rows]
-        by_name = self._stored(tsql.USERS_BY_NAME, "names", names, ("namespace", "username"))
-        emails = [(row["namespace"], row["email"]) for row in rows if row["email"] is not None]
-        by_email = self._stored(tsql.USERS_BY_EMAIL, "emails", emails, ("namespace", "email")) if emails else {}
+        found = self.tx.execute(tsql.USERS_BY_ID, {"ids": [row["id"] for row in rows]}).mappings().all()
+        by_id: dict[Any, Mapping[Any, Any]] = {stored["id"]: stored for stored in found}
+        by_name = self._stored(tsql.USERS_BY_NAME, rows, "username")
+        by_email = self._stored(tsql.USERS_BY_EMAIL, rows, "email")
         inserts, updates = [], []
         for number, user, row in self.pending:
             problem, existing = self._collision(user, row, by_id, by_name, by_email)
@@ -87,11 +86,17 @@ class ImportBatch:
         self.pending.clear()
         self.keys.clear()
 
-    def _stored(
-        self, statement: Any, name: str, values: list[Any], key: tuple[str, ...]
-    ) -> dict[Any, Mapping[Any, Any]]:
-        found = self.tx.execute(statement, {name: values}).mappings().all()
-        return {row[key[0]] if len(key) == 1 else tuple(row[part] for part in key): row for row in found}
+    def _stored(self, statement: Any, rows: list[dict[str, Any]], field: str) -> dict[Any, Mapping[Any, Any]]:
+        """The stored users holding the rows' values of `field`, by (namespace, value)."""
+        wanted: dict[str, list[Any]] = {}
+        for row in rows:
+            if row[field] is not None:
+                wanted.setdefault(row["namespace"], []).append(row[field])
+        found: dict[Any, Mapping[Any, Any]] = {}
+        for namespace, values in wanted.items():
+            for stored in self.tx.execute(statement, {"namespace": namespace, "values": values}).mappings():
+                found[(namespace, stored[field])] = stored
+        return found
 
     def _collision(
         self,

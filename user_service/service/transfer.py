@@ -157,6 +157,7 @@ def import_users(
     now = ctx.clock()
     try:
         with ctx.db.write() as tx:
+            tsql.plan_lookups_with_their_values(tx)
             batch = ImportBatch(tx, report, on_problem, upsert=upsert)
             for number, raw, consumed in _lines(source):
                 try:

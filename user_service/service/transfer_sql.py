@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, tuple_
+from sqlalchemy import Connection, Select, bindparam, select, text, tuple_
 
 from user_service.service.statements import USERS
 
@@ -51,9 +51,21 @@ EXPORT_PAGES = {
 # The stored users a batch of imported users may collide with: by id, by name, by email.
 _COLLIDING = (USERS.c.id, USERS.c.namespace, USERS.c.username, USERS.c.email, USERS.c.created_at)
 USERS_BY_ID = select(*_COLLIDING).where(USERS.c.id.in_(bindparam("ids", expanding=True)))
+# Per namespace, so that each is one probe of the (namespace, username) or (namespace, email) unique index per value.
 USERS_BY_NAME = select(*_COLLIDING).where(
-    tuple_(USERS.c.namespace, USERS.c.username).in_(bindparam("names", expanding=True))
+    USERS.c.namespace == bindparam("namespace"), USERS.c.username.in_(bindparam("values", expanding=True))
 )
 USERS_BY_EMAIL = select(*_COLLIDING).where(
-    tuple_(USERS.c.namespace, USERS.c.email).in_(bindparam("emails", expanding=True))
+    USERS.c.namespace == bindparam("namespace"), USERS.c.email.in_(bindparam("values", expanding=True))
 )
+
+_CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
+def plan_lookups_with_their_values(tx: Connection) -> None:
+    """On PostgreSQL, plan this transaction's statements for the values they are given. The driver prepares a
+    statement run five times, and PostgreSQL may then keep one generic plan for it; for the collision lookups that
+    plan can be a scan of the whole table (its statistics do not count the rows the import is adding), once per
+    batch: measured on 20,000 users, 25 s of lookups instead of 0.6 s."""
+    if tx.dialect.name == "postgresql":
+        tx.execute(_CUSTOM_PLANS)
