@@ -156,7 +156,13 @@ def seed_by_sql(kind: str, url: str, count: int) -> float:
     from user_service.config import Settings
     from user_service.db import make_engine
 
-    engine = make_engine(Settings(database_url=url, jwt_secret_key=SECRET, _env_file=None))  # type: ignore[call-arg]
+    settings = Settings(
+        database_url=url,
+        jwt_secret_key=SECRET,
+        db_statement_timeout_seconds=3600,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    engine = make_engine(settings)
     began = time.perf_counter()
     with engine.begin() as connection:
         connection.execute(text(SEED_SQL[kind]), {"count": count, "hash": "$2b$10$" + "a" * 53})

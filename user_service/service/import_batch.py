@@ -4,6 +4,7 @@ sends the batch first, so memory holds one batch whatever the file's size."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,10 @@ from user_service.service import transfer_sql as tsql
 from user_service.service.database import Transaction
 
 BATCH_SIZE = 1000
+# A batch waits at most this long for more users before it is written: lines with plain passwords are hashed one by
+# one at BCRYPT_ROUNDS, and a transaction left idle longer than DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS is ended by
+# PostgreSQL.
+BATCH_MAX_SECONDS = 5.0
 
 ProblemSink = Callable[[int, str], None]
 
@@ -38,6 +43,7 @@ class ImportBatch:
         self.keys: set[tuple[Any, ...]] = set()
         # Lines refused since the last flush, reported with the batch's own refusals in the order of the file.
         self.refused: list[tuple[int, str]] = []
+        self.started = time.monotonic()
 
     def refuse(self, number: int, reason: str) -> None:
         self.refused.append((number, reason))
@@ -48,13 +54,15 @@ class ImportBatch:
         keys = {("id", row["id"]), ("name", row["namespace"], row["username"])}
         if row["email"] is not None:
             keys.add(("email", row["namespace"], row["email"]))
-        if len(self.pending) >= BATCH_SIZE or not self.keys.isdisjoint(keys):
+        full = len(self.pending) >= BATCH_SIZE or time.monotonic() - self.started >= BATCH_MAX_SECONDS
+        if full or not self.keys.isdisjoint(keys):
             self.flush()
         self.pending.append((number, user, row))
         self.keys |= keys
 
     def flush(self) -> None:
         self._write()
+        self.started = time.monotonic()
         self.report.refused += len(self.refused)
         for number, reason in sorted(self.refused):
             self.on_problem(number, reason)
