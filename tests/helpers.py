@@ -116,6 +116,12 @@ COMMANDS = (
     "set-password",
     "prune-sessions",
     "keys",
+    "list-users",
+    "show-user",
+    "namespaces",
+    "revoke-sessions",
+    "export",
+    "import",
 )
 # Commands that hold subcommands (`keys list`): their subcommands take the settings options.
 COMMAND_GROUPS = ("keys",)

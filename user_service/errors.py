@@ -8,6 +8,7 @@ them), and README.md's error table lists exactly this catalogue (a test compares
     ├── InvalidInput                invalid_input, password_*, too_many_extra_keys   422
     ├── UsernameTaken               username_taken            409
     ├── EmailTaken                  email_taken               409
+    ├── UserIdTaken                 user_id_taken             409
     ├── InvalidCredentials          invalid_credentials       401
     ├── NotAuthenticated            not_authenticated         401
     ├── InvalidToken                invalid_token             401
@@ -57,6 +58,7 @@ class ErrorCode(StrEnum):
     # Conflicts
     USERNAME_TAKEN = "username_taken"
     EMAIL_TAKEN = "email_taken"
+    USER_ID_TAKEN = "user_id_taken"
     # Authentication
     INVALID_CREDENTIALS = "invalid_credentials"
     NOT_AUTHENTICATED = "not_authenticated"
@@ -117,6 +119,12 @@ class EmailTaken(UserServiceError):
     code = ErrorCode.EMAIL_TAKEN
     status = 409
     message = "This email address is already used in this namespace."
+
+
+class UserIdTaken(UserServiceError):
+    code = ErrorCode.USER_ID_TAKEN
+    status = 409
+    message = "This user id is already another user's."
 
 
 class InvalidCredentials(UserServiceError):

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
 from user_service.validation import (
     AvatarUrl,
@@ -16,6 +16,7 @@ from user_service.validation import (
     FullName,
     Namespace,
     Password,
+    PasswordHash,
     Username,
 )
 
@@ -34,6 +35,25 @@ class RegisterRequest(_Input):
     full_name: FullName | None = None
     avatar_url: AvatarUrl | None = None
     extra: Extra | None = None
+
+
+class ImportedUser(RegisterRequest):
+    """A user brought from another system (a line of `user-service import`, or an operator's create with a hash):
+    the registration fields and rules, with the password either as a bcrypt hash (kept: the user logs in with the
+    password they had) or in plain (checked against the policy and hashed), and the id, times and state as given."""
+
+    password: Password | None = None  # type: ignore[assignment]
+    password_hash: PasswordHash | None = None
+    id: uuid.UUID | None = None
+    is_active: StrictBool = True
+    created_at: AwareDatetime | None = None
+    updated_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> ImportedUser:
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError("give exactly one of password and password_hash")
+        return self
 
 
 class LoginRequest(_Input):

@@ -67,10 +67,16 @@ def check_password(password: str, password_hash: str) -> bool:
     overlong = len(raw) > 72
     try:
         with _hashing_slot("check"):
-            matched = bcrypt.checkpw(raw[:72], password_hash.encode("ascii"))
+            matched = bcrypt.checkpw(raw[:72], bcrypt_for_checking(password_hash).encode("ascii"))
     except ValueError:
         return False
     return matched and not overlong
+
+
+def bcrypt_for_checking(password_hash: str) -> str:
+    """The hash in the form the bcrypt package checks: PHP's `$2y$` is the same algorithm as `$2b$` under another
+    name (both mark the fix of the same wrap-around bug), which older releases of the bcrypt package refuse."""
+    return "$2b$" + password_hash[4:] if password_hash.startswith("$2y$") else password_hash
 
 
 def hash_rounds(password_hash: str) -> int | None:

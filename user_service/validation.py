@@ -32,6 +32,11 @@ EXTRA_KEY_MAX = 64
 EXTRA_VALUE_MAX = 1024
 PASSWORD_MAX_BYTES = 72
 
+# bcrypt hashes as other systems write them: `$2a$` (passlib, Spring, Go's x/crypto), `$2b$` (this service, OpenBSD
+# since 2014) and `$2y$` (PHP's password_hash, Keycloak's bcrypt plugin); cost 04 to 31, then 22 characters of salt
+# and 31 of checksum in bcrypt's base64 alphabet.
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+BCRYPT_FORMATS = "bcrypt ($2a$, $2b$ or $2y$, cost 04 to 31)"
 NAMESPACE_PATTERN = "^[a-z0-9][a-z0-9-]*$"
 USERNAME_PATTERN = "^[a-z0-9._@+-]+$"
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
@@ -110,6 +115,13 @@ def check_extra_value(value: str) -> str:
     if len(value) > EXTRA_VALUE_MAX:
         raise ValueError(f"extra values must be at most {EXTRA_VALUE_MAX} characters")
     return clean_text(value)
+
+
+def check_password_hash(value: str) -> str:
+    """A password hash brought from another system: bcrypt only, the one scheme this service checks."""
+    if not BCRYPT_HASH.fullmatch(value):
+        raise ValueError(f"password_hash must be a {BCRYPT_FORMATS} hash; other schemes are not accepted")
+    return value
 
 
 def check_extra_size(value: dict[str, Any], limit: int = EXTRA_MAX_KEYS) -> dict[str, Any]:
@@ -235,3 +247,8 @@ ExtraPatch = Annotated[
     ),
 ]
 Password = Annotated[StrictStr, Field(description="At least 8 characters and at most 72 bytes of UTF-8.")]
+PasswordHash = Annotated[
+    StrictStr,
+    AfterValidator(check_password_hash),
+    Field(description="A bcrypt hash: $2a$, $2b$ or $2y$, cost 04 to 31.", examples=["$2y$10$..."]),
+]

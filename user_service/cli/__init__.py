@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from user_service import __version__
-from user_service.cli import keys, setup, tokens, users
+from user_service.cli import directory, keys, setup, tokens, transfer, users
 from user_service.cli._output import console
 
 app = typer.Typer(
@@ -38,7 +38,7 @@ def root(
     """Username/password accounts with JWT access tokens and rotating refresh tokens."""
 
 
-for module in (setup, users, tokens, keys):
+for module in (setup, users, tokens, keys, directory, transfer):
     module.register(app)
 
 

@@ -12,6 +12,8 @@ and hands each call to the domain module that owns the rule:
     tokens.py      access tokens: issuing and checking
     keys.py        signing keys: creation, rotation, the in-memory copy, the JWKS
     profiles.py    profiles, merge patches, avatars
+    directory.py   listing and searching accounts, one account's state, namespaces
+    transfer.py    exporting and importing users with their bcrypt hashes
 
 Every method is blocking (database calls, bcrypt); the HTTP layer runs them in a worker thread, except the
 single-row reads on SQLite (see `reads_are_local`). Input arrives validated, as the models of `schemas.py`.
@@ -20,6 +22,7 @@ single-row reads on SQLite (see `reads_are_local`). Input arrives validated, as 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, BinaryIO
 
@@ -27,6 +30,7 @@ from sqlalchemy import Engine
 
 from user_service.config import Settings
 from user_service.schemas import (
+    ImportedUser,
     NamespaceCount,
     Profile,
     ProfilePatch,
@@ -36,10 +40,12 @@ from user_service.schemas import (
     UserDetail,
     UserPage,
 )
-from user_service.service import accounts, directory, keys, logins, profiles, sessions, tokens
+from user_service.service import accounts, directory, keys, logins, profiles, sessions, tokens, transfer
 from user_service.service.context import Account, Clock, Context, Passwords, Principal, TokenSubject, utcnow
 from user_service.service.database import Database
+from user_service.service.import_batch import ImportReport, ProblemSink
 from user_service.service.profiles import merge_extra
+from user_service.service.transfer import ProgressSink
 from user_service.storage import AvatarStorage, CachedReachability, storage_from_settings
 
 __all__ = ["Account", "Clock", "Principal", "TokenSubject", "UserService", "merge_extra", "utcnow"]
@@ -157,6 +163,41 @@ class UserService:
     def revoke_sessions(self, *, namespace: str, username: str, actor: str = "operator") -> int:
         """End every session of the user at once; returns how many were open."""
         return directory.revoke_sessions(self.context, namespace, username, actor=actor)
+
+    # -- moving users in and out ------------------------------------------------------------------------------------
+
+    def create_imported_user(self, data: ImportedUser) -> Profile:
+        """Store one user brought from another system, with its bcrypt hash (or a plain password, hashed) and its id
+        and times as given; UsernameTaken, EmailTaken or UserIdTaken when one is already used."""
+        return transfer.create_user(self.context, data)
+
+    def export_users(
+        self, *, namespace: str | None = None, include_password_hashes: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Every user (of one namespace, or all) as a JSON-ready record, streamed page by page."""
+        return transfer.export_users(self.context, namespace=namespace, include_password_hashes=include_password_hashes)
+
+    def import_users(
+        self,
+        source: BinaryIO,
+        *,
+        on_problem: ProblemSink,
+        upsert: bool = False,
+        dry_run: bool = False,
+        skip_invalid: bool = False,
+        on_progress: ProgressSink | None = None,
+    ) -> ImportReport:
+        """Import JSON Lines of users in one transaction: all of the file or, when a line is refused (reported to
+        `on_problem`), none of it unless `skip_invalid`."""
+        return transfer.import_users(
+            self.context,
+            source,
+            on_problem=on_problem,
+            upsert=upsert,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            on_progress=on_progress,
+        )
 
     # -- login, tokens, sessions ------------------------------------------------------------------------------------
 
