@@ -13,6 +13,7 @@ them), and README.md's error table lists exactly this catalogue (a test compares
     ├── InvalidToken                invalid_token             401
     ├── TokenExpired                token_expired             401
     ├── RefreshTokenReused          refresh_token_reused      401
+    ├── SessionRevoked              session_revoked           401
     ├── UserDisabled                user_disabled             403
     ├── RegistrationClosed          registration_closed       403
     ├── UserNotFound                user_not_found            404
@@ -61,6 +62,7 @@ class ErrorCode(StrEnum):
     INVALID_TOKEN = "invalid_token"
     TOKEN_EXPIRED = "token_expired"
     REFRESH_TOKEN_REUSED = "refresh_token_reused"
+    SESSION_REVOKED = "session_revoked"
     USER_DISABLED = "user_disabled"
     REGISTRATION_CLOSED = "registration_closed"
     # Not found, wrong method
@@ -144,6 +146,14 @@ class RefreshTokenReused(UserServiceError):
     code = ErrorCode.REFRESH_TOKEN_REUSED
     status = 401
     message = "This refresh token was already used; the session has been revoked. Log in again."
+
+
+class SessionRevoked(UserServiceError):
+    """A token of a session that was revoked because one of its refresh tokens was presented twice."""
+
+    code = ErrorCode.SESSION_REVOKED
+    status = 401
+    message = "This session was revoked because one of its refresh tokens was used twice. Log in again."
 
 
 class UserDisabled(UserServiceError):

@@ -19,7 +19,7 @@ from user_service.validation import MAX_PROBLEMS, error_code, error_message
 log = logging.getLogger("user_service.api")
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_TOKEN_ERRORS = {ErrorCode.INVALID_TOKEN, ErrorCode.TOKEN_EXPIRED}
+_TOKEN_ERRORS = {ErrorCode.INVALID_TOKEN, ErrorCode.TOKEN_EXPIRED, ErrorCode.SESSION_REVOKED}
 _HTTP_CODES = {
     400: ErrorCode.BAD_REQUEST,
     401: ErrorCode.NOT_AUTHENTICATED,
