@@ -332,7 +332,7 @@ def test_create_users_script_creates_the_users_then_stops_on_a_duplicate_run(
     assert script_service.authenticate(token).user.username == "alice"
 
     again = script_run("ops-team")
-    assert again.returncode == 1
+    assert again.returncode == 3
     assert "already taken" in again.stderr
     assert again.stdout == ""
     # The failed run changed nothing: the first run's password still works.
