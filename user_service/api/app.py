@@ -13,6 +13,7 @@ from user_service import __version__
 from user_service.api.docs import install_docs
 from user_service.api.errors import install_error_handlers
 from user_service.api.middleware import RequestGuard
+from user_service.api.openapi import operation_id
 from user_service.api.ratelimit import AddressRateLimiter
 from user_service.api.routes import auth, health, uploads, users
 from user_service.config import Settings, load_settings
@@ -61,6 +62,7 @@ def create_app(
         # Starlette would answer `/users/me/` with a redirect to an absolute URL built from the Host header, which
         # the client controls: a path that does not match is a 404 like any other.
         redirect_slashes=False,
+        generate_unique_id_function=operation_id,
     )
     app.state.service = service
     app.state.rate_limiter = AddressRateLimiter(settings)

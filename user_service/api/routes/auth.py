@@ -9,6 +9,7 @@ from pydantic_core import to_json
 
 from user_service.api.deps import ClientAddress, CurrentPrincipal, ServiceDep, UserAgent, rate_limited
 from user_service.api.errors import responses
+from user_service.api.openapi import NO_STORE_RESPONSE
 from user_service.errors import (
     DatabaseUnavailable,
     EmailTaken,
@@ -19,6 +20,7 @@ from user_service.errors import (
     RateLimited,
     RefreshTokenReused,
     RegistrationClosed,
+    SessionRevoked,
     TokenExpired,
     TooManyAttempts,
     UserDisabled,
@@ -61,9 +63,12 @@ def register(body: RegisterRequest, service: ServiceDep, address: RegisterAddres
     "/login",
     summary="Exchange a password for a token pair",
     response_model=TokenPair,
-    responses=responses(
-        InvalidCredentials, UserDisabled, TooManyAttempts, RateLimited, DatabaseUnavailable, validation=True
-    ),
+    responses={
+        **responses(
+            InvalidCredentials, UserDisabled, TooManyAttempts, RateLimited, DatabaseUnavailable, validation=True
+        ),
+        **NO_STORE_RESPONSE,
+    },
 )
 def login(body: LoginRequest, service: ServiceDep, address: LoginAddress, agent: UserAgent) -> Response:
     pair = service.login(
@@ -76,9 +81,19 @@ def login(body: LoginRequest, service: ServiceDep, address: LoginAddress, agent:
     "/refresh",
     summary="Spend a refresh token for a new token pair",
     response_model=TokenPair,
-    responses=responses(
-        InvalidToken, TokenExpired, RefreshTokenReused, UserDisabled, RateLimited, DatabaseUnavailable, validation=True
-    ),
+    responses={
+        **responses(
+            InvalidToken,
+            TokenExpired,
+            RefreshTokenReused,
+            SessionRevoked,
+            UserDisabled,
+            RateLimited,
+            DatabaseUnavailable,
+            validation=True,
+        ),
+        **NO_STORE_RESPONSE,
+    },
 )
 def refresh(body: RefreshRequest, service: ServiceDep, address: RefreshAddress) -> Response:
     return token_response(service.refresh(body.refresh_token, ip=address))
@@ -98,7 +113,9 @@ def logout(body: LogoutRequest, service: ServiceDep, address: LogoutAddress) -> 
     "/logout-all",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="End every session of the caller; all their tokens stop working at once",
-    responses=responses(NotAuthenticated, InvalidToken, TokenExpired, UserDisabled, DatabaseUnavailable),
+    responses=responses(
+        NotAuthenticated, InvalidToken, TokenExpired, SessionRevoked, UserDisabled, DatabaseUnavailable
+    ),
 )
 def logout_all(principal: CurrentPrincipal, service: ServiceDep, address: ClientAddress) -> None:
     service.logout_all(principal, ip=address)

@@ -7,8 +7,9 @@ from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException
 
 from user_service.api.deps import ServiceDep
+from user_service.api.errors import error_content
 from user_service.images import MEDIA_TYPES
-from user_service.schemas import ErrorBody
+from user_service.schemas import UnprocessableBody
 
 router = APIRouter(tags=["uploads"])
 
@@ -25,8 +26,9 @@ _HEADERS = {
     summary="An uploaded avatar",
     response_class=FileResponse,
     responses={
-        200: {"content": {media: {} for media in MEDIA_TYPES.values()}},
-        404: {"model": ErrorBody, "description": "code: `not_found`"},
+        200: {"content": {media: {"schema": {"type": "string", "format": "binary"}} for media in MEDIA_TYPES.values()}},
+        404: {"description": "code: `not_found`", "content": error_content(["not_found"])},
+        422: {"model": UnprocessableBody, "description": "Malformed request."},
     },
 )
 async def read_upload(key: str, service: ServiceDep) -> FileResponse:

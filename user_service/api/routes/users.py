@@ -19,6 +19,7 @@ from user_service.api.deps import (
     rate_limited,
 )
 from user_service.api.errors import responses
+from user_service.api.openapi import NO_STORE_RESPONSE
 from user_service.api.ratelimit import AddressRateLimiter
 from user_service.api.routes.auth import token_response
 from user_service.errors import (
@@ -31,6 +32,7 @@ from user_service.errors import (
     NotAuthenticated,
     RateLimited,
     SessionNotFound,
+    SessionRevoked,
     TokenExpired,
     TooManyAttempts,
     UnsupportedMediaType,
@@ -40,7 +42,7 @@ from user_service.schemas import PasswordChangeRequest, Profile, ProfilePatch, S
 from user_service.service import UserService
 
 router = APIRouter(prefix="/users", tags=["users"])
-_AUTH_ERRORS = (NotAuthenticated, InvalidToken, TokenExpired, UserDisabled, DatabaseUnavailable)
+_AUTH_ERRORS = (NotAuthenticated, InvalidToken, TokenExpired, SessionRevoked, UserDisabled, DatabaseUnavailable)
 
 
 @router.get(
@@ -98,7 +100,10 @@ async def upload_avatar(
     "/me/password",
     summary="Change the password; every other session ends and a fresh token pair is returned",
     response_model=TokenPair,
-    responses=responses(*_AUTH_ERRORS, InvalidCredentials, TooManyAttempts, RateLimited, InvalidInput, validation=True),
+    responses={
+        **responses(*_AUTH_ERRORS, InvalidCredentials, TooManyAttempts, RateLimited, InvalidInput, validation=True),
+        **NO_STORE_RESPONSE,
+    },
 )
 def change_password(
     body: PasswordChangeRequest,
