@@ -165,6 +165,10 @@ class Settings(BaseSettings):
     rate_limit_redis_timeout_seconds: float = Field(default=0.3, gt=0, le=10)
     trusted_proxies: str = ""
     cors_origins: str = ""
+    # Browser apps: the refresh token travels in an HttpOnly cookie scoped to /auth instead of the JSON body.
+    refresh_token_cookie: bool = False
+    refresh_token_cookie_secure: bool = True
+    refresh_token_cookie_samesite: Literal["strict", "lax", "none"] = "strict"  # noqa: S105 (not a secret)
     docs_enabled: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

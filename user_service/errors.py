@@ -16,6 +16,7 @@ them), and README.md's error table lists exactly this catalogue (a test compares
     ├── SessionRevoked              session_revoked           401
     ├── UserDisabled                user_disabled             403
     ├── RegistrationClosed          registration_closed       403
+    ├── OriginNotAllowed            origin_not_allowed        403
     ├── UserNotFound                user_not_found            404
     ├── SessionNotFound             session_not_found         404
     ├── TooManyAttempts             too_many_attempts         429 (retry_after seconds)
@@ -65,6 +66,7 @@ class ErrorCode(StrEnum):
     SESSION_REVOKED = "session_revoked"
     USER_DISABLED = "user_disabled"
     REGISTRATION_CLOSED = "registration_closed"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     # Not found, wrong method
     NOT_FOUND = "not_found"
     USER_NOT_FOUND = "user_not_found"
@@ -166,6 +168,14 @@ class RegistrationClosed(UserServiceError):
     code = ErrorCode.REGISTRATION_CLOSED
     status = 403
     message = "Registration is closed in this namespace; ask an operator for an account."
+
+
+class OriginNotAllowed(UserServiceError):
+    """A refresh or logout authenticated by the refresh-token cookie, from an origin that may not use it (CSRF)."""
+
+    code = ErrorCode.ORIGIN_NOT_ALLOWED
+    status = 403
+    message = "This origin may not use the refresh-token cookie; see CORS_ORIGINS."
 
 
 class UserNotFound(UserServiceError):

@@ -72,6 +72,10 @@ def create_app(
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
+            # Cookie mode: the browser sends the refresh-token cookie to these origins' requests, and reads answers.
+            allow_credentials=settings.refresh_token_cookie,
+            # Readable from another origin: when to retry, why a token failed, and the request's id.
+            expose_headers=["Retry-After", "WWW-Authenticate", "X-Request-ID"],
             max_age=600,
         )
     # Added last, so it is the outermost: CORS preflight answers get its headers too.

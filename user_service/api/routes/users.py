@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, sta
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
+from user_service.api.cookies import token_response
 from user_service.api.deps import (
     BEARER,
     ClientAddress,
@@ -21,7 +22,6 @@ from user_service.api.deps import (
 from user_service.api.errors import responses
 from user_service.api.openapi import NO_STORE_RESPONSE
 from user_service.api.ratelimit import AddressRateLimiter
-from user_service.api.routes.auth import token_response
 from user_service.errors import (
     DatabaseUnavailable,
     EmailTaken,
@@ -107,6 +107,7 @@ async def upload_avatar(
 )
 def change_password(
     body: PasswordChangeRequest,
+    request: Request,
     principal: CurrentPrincipal,
     service: ServiceDep,
     address: Annotated[str | None, Depends(rate_limited("password"))],
@@ -119,7 +120,7 @@ def change_password(
         user_agent=agent,
         ip=address,
     )
-    return token_response(pair)
+    return token_response(pair, request)
 
 
 @router.get("/me/sessions", summary="The caller's open sessions", responses=responses(*_AUTH_ERRORS))
