@@ -32,10 +32,11 @@ EXTRA_KEY_MAX = 64
 EXTRA_VALUE_MAX = 1024
 PASSWORD_MAX_BYTES = 72
 
-NAMESPACE_PATTERN = "^[a-z0-9][a-z0-9-]*$"
-USERNAME_PATTERN = "^[a-z0-9._@+-]+$"
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _USERNAME_RE = re.compile(r"[A-Za-z0-9._@+-]+")
+# What the schema documents is what the server accepts (it lowercases "Alice"), from the same expressions.
+NAMESPACE_PATTERN = f"^{_NAMESPACE_RE.pattern}$"
+USERNAME_PATTERN = f"^{_USERNAME_RE.pattern}$"
 
 
 def require_str(value: Any) -> Any:
