@@ -133,9 +133,10 @@ def create_user(cli: Cli, *options: str, username: str = "alice", password: str 
     return cli("create-user", "app-x", username, "--password-stdin", *options, input=password + "\n")
 
 
-def one_line_error(result: Any) -> str:
-    """The failure rule of every command: exit 1, one line on stderr, no traceback."""
-    assert result.exit_code == 1, result.output
+def one_line_error(result: Any, exit_code: int = 1) -> str:
+    """The failure rule of every command: a non-zero exit code (1, or 3 for a conflict, 4 for not found), one line
+    on stderr, no traceback."""
+    assert result.exit_code == exit_code, result.output
     assert "Traceback" not in result.output
     message: str = result.stderr.strip()
     assert message, result.output

@@ -25,7 +25,7 @@ def test_login_returns_a_token_pair(api: Api) -> None:
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in", "expires_at"}
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 900
     assert isinstance(body["access_token"], str) and body["access_token"]

@@ -40,7 +40,7 @@ def test_refresh_returns_a_new_pair(api: Api) -> None:
 
     assert response.status_code == 200, response.text
     fresh = response.json()
-    assert set(fresh) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert set(fresh) == {"access_token", "refresh_token", "token_type", "expires_in", "expires_at"}
     assert fresh["token_type"] == "bearer"
     assert fresh["expires_in"] == 900
     assert fresh["access_token"] != pair["access_token"]
@@ -168,8 +168,8 @@ def test_concurrent_refreshes_with_one_token(api: Api, service: UserService) -> 
         assert error.code == "refresh_token_reused"
     # A spent token presented again ends its session: the winner's new pair dies with it.
     (winner,) = successes
-    assert_refused(api.refresh(winner.refresh_token), 401, "invalid_token")
-    assert_refused(api.me(winner.access_token), 401, "invalid_token")
+    assert_refused(api.refresh(winner.refresh_token), 401, "session_revoked")
+    assert_refused(api.me(winner.access_token), 401, "session_revoked")
     with service.engine.connect() as connection:
         ended = connection.execute(text("SELECT revoked_at IS NOT NULL FROM auth_sessions")).scalars().all()
     assert ended == [True]

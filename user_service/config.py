@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=1, le=MAX_ACCESS_TOKEN_TTL_SECONDS)
     refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=60, le=TEN_YEARS_SECONDS)
     session_max_lifetime_seconds: int = Field(default=7_776_000, ge=60, le=TEN_YEARS_SECONDS)
+    # Seconds after a refresh token's rotation during which presenting it again (a second tab, a retried request
+    # whose answer was lost) gets a new pair in the same session instead of revoking it; 0: never.
+    refresh_reuse_interval_seconds: int = Field(default=0, ge=0, le=300)
 
     bcrypt_rounds: int = Field(default=12, ge=4, le=20)
     password_min_length: int = Field(default=8, ge=8, le=72)
@@ -215,6 +218,10 @@ class Settings(BaseSettings):
     rate_limit_redis_timeout_seconds: float = Field(default=0.3, gt=0, le=10)
     trusted_proxies: str = ""
     cors_origins: str = ""
+    # Browser apps: the refresh token travels in an HttpOnly cookie scoped to /auth instead of the JSON body.
+    refresh_token_cookie: bool = False
+    refresh_token_cookie_secure: bool = True
+    refresh_token_cookie_samesite: Literal["strict", "lax", "none"] = "strict"  # noqa: S105 (not a secret)
     docs_enabled: bool = True
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -14,8 +14,10 @@ them), and README.md's error table lists exactly this catalogue (a test compares
     ├── InvalidToken                invalid_token             401
     ├── TokenExpired                token_expired             401
     ├── RefreshTokenReused          refresh_token_reused      401
+    ├── SessionRevoked              session_revoked           401
     ├── UserDisabled                user_disabled             403
     ├── RegistrationClosed          registration_closed       403
+    ├── OriginNotAllowed            origin_not_allowed        403
     ├── UserNotFound                user_not_found            404
     ├── SessionNotFound             session_not_found         404
     ├── TooManyAttempts             too_many_attempts         429 (retry_after seconds)
@@ -65,8 +67,10 @@ class ErrorCode(StrEnum):
     INVALID_TOKEN = "invalid_token"
     TOKEN_EXPIRED = "token_expired"
     REFRESH_TOKEN_REUSED = "refresh_token_reused"
+    SESSION_REVOKED = "session_revoked"
     USER_DISABLED = "user_disabled"
     REGISTRATION_CLOSED = "registration_closed"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     # Not found, wrong method
     NOT_FOUND = "not_found"
     USER_NOT_FOUND = "user_not_found"
@@ -157,6 +161,14 @@ class RefreshTokenReused(UserServiceError):
     message = "This refresh token was already used; the session has been revoked. Log in again."
 
 
+class SessionRevoked(UserServiceError):
+    """A token of a session that was revoked because one of its refresh tokens was presented twice."""
+
+    code = ErrorCode.SESSION_REVOKED
+    status = 401
+    message = "This session was revoked because one of its refresh tokens was used twice. Log in again."
+
+
 class UserDisabled(UserServiceError):
     code = ErrorCode.USER_DISABLED
     status = 403
@@ -167,6 +179,14 @@ class RegistrationClosed(UserServiceError):
     code = ErrorCode.REGISTRATION_CLOSED
     status = 403
     message = "Registration is closed in this namespace; ask an operator for an account."
+
+
+class OriginNotAllowed(UserServiceError):
+    """A refresh or logout authenticated by the refresh-token cookie, from an origin that may not use it (CSRF)."""
+
+    code = ErrorCode.ORIGIN_NOT_ALLOWED
+    status = 403
+    message = "This origin may not use the refresh-token cookie; see CORS_ORIGINS."
 
 
 class UserNotFound(UserServiceError):

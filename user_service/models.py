@@ -56,6 +56,8 @@ class AuthSession(Base):
     # Absolute end of the session: rotation never extends it.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why the session ended, when a client is told (`refresh_token_reused`); NULL for a logout or any other end.
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip: Mapped[str | None] = mapped_column(String(64))
 

@@ -156,6 +156,7 @@ class TokenPair(BaseModel):
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a token type, not a secret)
     expires_in: int = Field(description="Seconds until the access token expires.")
+    expires_at: datetime = Field(description="When the access token expires (RFC 3339, UTC).")
 
 
 class ErrorBody(BaseModel):

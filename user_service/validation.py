@@ -37,10 +37,11 @@ PASSWORD_MAX_BYTES = 72
 # and 31 of checksum in bcrypt's base64 alphabet.
 BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 BCRYPT_FORMATS = "bcrypt ($2a$, $2b$ or $2y$, cost 04 to 31)"
-NAMESPACE_PATTERN = "^[a-z0-9][a-z0-9-]*$"
-USERNAME_PATTERN = "^[a-z0-9._@+-]+$"
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _USERNAME_RE = re.compile(r"[A-Za-z0-9._@+-]+")
+# What the schema documents is what the server accepts (it lowercases "Alice"), from the same expressions.
+NAMESPACE_PATTERN = f"^{_NAMESPACE_RE.pattern}$"
+USERNAME_PATTERN = f"^{_USERNAME_RE.pattern}$"
 
 
 def require_str(value: Any) -> Any:

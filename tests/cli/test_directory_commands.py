@@ -26,7 +26,7 @@ def next_cursor(result: Any) -> str | None:
 def three_users(cli: Cli) -> None:
     for name, email in (("alice", "Alice@example.com"), ("bob", "bob@example.com"), ("alfred", "zz@example.com")):
         assert create_user(cli, "--email", email, username=name).exit_code == 0
-    assert create_user(cli, "--email", "al@example.com", username="bob").exit_code == 1  # same name
+    assert create_user(cli, "--email", "al@example.com", username="bob").exit_code == 3  # same name: a conflict
     assert cli("create-user", "other", "carol", "--password-stdin", input=PASSWORD + "\n").exit_code == 0
 
 
@@ -95,7 +95,7 @@ def test_show_user_gives_the_state_an_operator_needs(cli: Cli, web: Api) -> None
 
 
 def test_show_user_of_nobody_is_a_one_line_error(cli: Cli) -> None:
-    assert "No user 'ghost'" in one_line_error(cli("show-user", "app-x", "ghost"))
+    assert "No user 'ghost'" in one_line_error(cli("show-user", "app-x", "ghost"), exit_code=4)
 
 
 def test_namespaces_counts_users(cli: Cli, three_users: None) -> None:

@@ -81,7 +81,7 @@ def test_commands_on_an_unknown_user_fail(cli: Cli, command: str, namespace: str
 
     result = cli(command, namespace, username, *extra)
 
-    one_line_error(result)
+    one_line_error(result, 4)
     assert result.stdout == ""
 
 

@@ -37,7 +37,7 @@ def at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_create_user_without_a_terminal_or_password_stdin_refuses_to_ask(cli: Cli, web: Api) -> None:
     result = cli("create-user", "app-x", "alice", input=f"{PASSWORD}\n{PASSWORD}\n")
 
-    assert "--password-stdin" in one_line_error(result)
+    assert "--password-stdin" in one_line_error(result, 2)
     assert result.stdout == ""
     assert web.login().status_code == 401
 
@@ -71,7 +71,7 @@ def test_create_user_mismatch_without_another_try_creates_nobody(cli: Cli, web: 
     assert "Traceback" not in result.output
     assert "first-try-password" not in result.output
     assert web.login(password="first-try-password").status_code == 401
-    one_line_error(cli("issue-token", "app-x", "alice"))
+    one_line_error(cli("issue-token", "app-x", "alice"), 4)
 
 
 def test_create_user_with_every_option_prints_the_profile_as_json(cli: Cli, web: Api) -> None:
@@ -113,7 +113,7 @@ def test_create_user_refuses_a_duplicate(cli: Cli, second: list[str], expected: 
 
     result = cli("create-user", *second, "--password-stdin", input=PASSWORD + "\n")
 
-    message = one_line_error(result)
+    message = one_line_error(result, 3)
     assert expected in message.lower()
     assert "taken" in message or "already" in message
     assert result.stdout == ""
@@ -140,7 +140,7 @@ def test_create_user_refuses_invalid_input_like_the_http_api(
 ) -> None:
     result = cli("create-user", *args, "--password-stdin", input=password + "\n")
 
-    message = one_line_error(result)
+    message = one_line_error(result, 2 if phrase == "key=value" else 1)
     assert phrase in message
     assert result.stdout == ""
     if http_body is not None:
@@ -186,7 +186,7 @@ def test_delete_user_removes_the_account(cli: Cli, web: Api) -> None:
     me = web.me(token)
     assert (me.status_code, me.json()["code"]) == (401, "invalid_token")
     assert web.login().json()["code"] == "invalid_credentials"
-    one_line_error(cli("issue-token", "app-x", "alice"))
+    one_line_error(cli("issue-token", "app-x", "alice"), 4)
     assert create_user(cli).exit_code == 0
 
 
@@ -199,4 +199,4 @@ def test_delete_user_without_yes_asks_first(cli: Cli) -> None:
     assert cli("issue-token", "app-x", "alice").exit_code == 0
     confirmed = cli("delete-user", "app-x", "alice", input="y\n")
     assert confirmed.exit_code == 0, confirmed.output
-    one_line_error(cli("issue-token", "app-x", "alice"))
+    one_line_error(cli("issue-token", "app-x", "alice"), 4)

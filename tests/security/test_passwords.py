@@ -366,7 +366,7 @@ def test_password_change_with_the_current_password(api: Api) -> None:
     response = change_password(api, token, PASSWORD, NEW_PASSWORD)
 
     assert response.status_code == 200, response.text
-    assert set(response.json()) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert set(response.json()) == {"access_token", "refresh_token", "token_type", "expires_in", "expires_at"}
     assert response.headers["Cache-Control"] == "no-store"
     assert api.login(password=NEW_PASSWORD).status_code == 200
     assert_invalid_credentials(api.login())

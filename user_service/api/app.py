@@ -15,6 +15,7 @@ from user_service.api.docs import install_docs
 from user_service.api.errors import install_error_handlers
 from user_service.api.metrics import Metrics
 from user_service.api.middleware import RequestGuard
+from user_service.api.openapi import operation_id
 from user_service.api.ratelimit import AddressRateLimiter
 from user_service.api.request_context import RequestContext
 from user_service.api.routes import auth, health, keys, uploads, users
@@ -81,6 +82,7 @@ def create_app(
         # Starlette would answer `/users/me/` with a redirect to an absolute URL built from the Host header, which
         # the client controls: a path that does not match is a 404 like any other.
         redirect_slashes=False,
+        generate_unique_id_function=operation_id,
     )
     app.state.service = service
     counting = metrics if metrics is not None else settings.metrics_port is not None
@@ -92,8 +94,11 @@ def create_app(
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            # Browser clients may read the request id of an answer (to quote it in a support request).
-            expose_headers=["X-Request-ID"],
+            # Cookie mode: the browser sends the refresh-token cookie to these origins' requests, and reads answers.
+            allow_credentials=settings.refresh_token_cookie,
+            # Readable from another origin: when to retry, why a token failed, and the request's id (to quote it in
+            # a support request).
+            expose_headers=["Retry-After", "WWW-Authenticate", "X-Request-ID"],
             max_age=600,
         )
     # Added last, so it is the outermost: CORS preflight answers get its headers too.

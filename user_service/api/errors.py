@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from user_service.errors import ErrorCode, TooManyAttempts, UserServiceError
-from user_service.schemas import ErrorBody, UnprocessableBody
+from user_service.schemas import UnprocessableBody
 from user_service.validation import MAX_PROBLEMS, error_code, error_message
 
 log = logging.getLogger("user_service.api")
@@ -21,7 +21,7 @@ log = logging.getLogger("user_service.api")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Answers that the metrics count apart (the rate limit's refusals, the database being unreachable).
 _COUNTED_REFUSALS = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.DATABASE_UNAVAILABLE})
-_TOKEN_ERRORS = {ErrorCode.INVALID_TOKEN, ErrorCode.TOKEN_EXPIRED}
+_TOKEN_ERRORS = {ErrorCode.INVALID_TOKEN, ErrorCode.TOKEN_EXPIRED, ErrorCode.SESSION_REVOKED}
 _HTTP_CODES = {
     400: ErrorCode.BAD_REQUEST,
     401: ErrorCode.NOT_AUTHENTICATED,
@@ -121,18 +121,49 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_error)
 
 
+# Response headers some errors carry, documented where they can appear.
+_ERROR_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": 'RFC 6750: `Bearer`, or `Bearer error="invalid_token", error_description="<code>"`.',
+            "schema": {"type": "string"},
+        }
+    },
+    429: {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}},
+}
+
+
+def error_content(codes: list[str]) -> dict[str, Any]:
+    """The error body of a response, with `code` an enum of exactly the codes that response can carry."""
+    schema = {
+        "type": "object",
+        "required": ["detail", "code"],
+        "properties": {
+            "detail": {"type": "string", "description": "A sentence for people."},
+            "code": {"type": "string", "enum": codes, "description": "Stable; branch on it."},
+        },
+    }
+    return {"application/json": {"schema": schema, "example": {"detail": "...", "code": codes[0]}}}
+
+
 def responses(*errors: type[UserServiceError], validation: bool = False) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for a route: each status with the codes it can carry."""
+    """OpenAPI `responses` for a route: each status with the codes it can carry (as an enum) and its headers."""
     by_status: dict[int, list[str]] = {}
     for error in errors:
-        by_status.setdefault(error.status, []).append(error.code)
-    documented: dict[int | str, dict[str, Any]] = {
-        status: {"model": ErrorBody, "description": "code: " + ", ".join(f"`{c}`" for c in codes)}
-        for status, codes in sorted(by_status.items())
-    }
+        by_status.setdefault(error.status, []).append(str(error.code))
     if validation:
-        documented[400] = {"model": ErrorBody, "description": "code: `bad_request` (a body that cannot be decoded)"}
-        documented.setdefault(413, {"model": ErrorBody, "description": "code: `request_too_large`"})
+        by_status.setdefault(400, []).append(ErrorCode.BAD_REQUEST)
+        by_status.setdefault(413, []).append(ErrorCode.REQUEST_TOO_LARGE)
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status, codes in sorted(by_status.items()):
+        unique = list(dict.fromkeys(str(code) for code in codes))
+        documented[status] = {
+            "description": "code: " + ", ".join(f"`{c}`" for c in unique),
+            "content": error_content(unique),
+        }
+        if status in _ERROR_HEADERS:
+            documented[status]["headers"] = _ERROR_HEADERS[status]
+    if validation:
         documented[422] = {
             "model": UnprocessableBody,
             "description": (

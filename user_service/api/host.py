@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from user_service.api.deps import BearerCredentials
@@ -16,14 +17,38 @@ from user_service.service import UserService
 from user_service.validation import normalize_namespace
 
 
+class HostAuthError(HTTPException):
+    """A refusal of `require_user`: an HTTPException (status, sentence, headers) that also carries the code."""
+
+    def __init__(self, error: UserServiceError) -> None:
+        super().__init__(error.status, error.message, headers=domain_error_headers(error) or None)
+        self.code = error.code
+
+
+async def _render(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HostAuthError)
+    return error_response(exc.status_code, str(exc.detail), exc.code, dict(exc.headers or {}))
+
+
+def _answer_like_the_service(request: Request) -> None:
+    """Make the host render HostAuthError as the service's own body {detail, code}, without the host installing a
+    handler: the host's exception middleware hands its handlers to each route through the scope, and a handler for
+    this subclass takes precedence over the host's HTTPException handler. Without that (another framework in
+    front), HostAuthError still renders as an HTTPException with the right status and headers."""
+    handlers = request.scope.get("starlette.exception_handlers")
+    if isinstance(handlers, tuple) and handlers and isinstance(handlers[0], dict):
+        handlers[0].setdefault(HostAuthError, _render)
+
+
 def require_user(accounts: FastAPI, namespace: str | Iterable[str] | None = None) -> Callable[..., Profile]:
     """A dependency giving the caller's Profile, for routes of a host app that mounted `accounts`.
 
     `namespace` (one, or several) is the tenant the host serves: a token of any other namespace is refused like an
     invalid one, since anyone may hold an account in some namespace. Identify the caller by `Profile.id` (the
     token's `sub`), which never changes and is unique across namespaces; a username is unique only within its
-    namespace. Errors are raised as HTTPException (401 with WWW-Authenticate, 403 for a disabled account, 503 when
-    the database is down), so they render correctly under the host's own exception handlers.
+    namespace. Refusals answer what the service answers: the body `{detail, code}` with its status (401 with
+    WWW-Authenticate, 403 for a disabled account, 503 when the database is down), without the host installing
+    anything; they are raised as an HTTPException subclass, `HostAuthError`.
     """
     service: UserService = accounts.state.service
     names = [namespace] if isinstance(namespace, str) else namespace
@@ -31,7 +56,8 @@ def require_user(accounts: FastAPI, namespace: str | Iterable[str] | None = None
     if allowed is not None and not allowed:
         raise ValueError("require_user: name at least one namespace, or None for any")
 
-    def current_profile(credentials: BearerCredentials) -> Profile:
+    def current_profile(request: Request, credentials: BearerCredentials) -> Profile:
+        _answer_like_the_service(request)
         try:
             if credentials is None:
                 raise NotAuthenticated()
@@ -40,7 +66,7 @@ def require_user(accounts: FastAPI, namespace: str | Iterable[str] | None = None
                 raise InvalidToken("The token belongs to another namespace.")
             return service.profile_of(user)
         except UserServiceError as exc:
-            raise HTTPException(exc.status, exc.message, headers=domain_error_headers(exc) or None) from None
+            raise HostAuthError(exc) from None
 
     return current_profile
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from user_service.cli._output import remember_json_mode
+
 EnvFileOption = Annotated[
     Path | None,
     typer.Option("--env-file", help="Read settings from this file instead of ./.env.", dir_okay=False),
@@ -17,7 +19,14 @@ DatabaseUrlOption = Annotated[
 ]
 NamespaceArg = Annotated[str, typer.Argument(help="The namespace (tenant).", show_default=False)]
 UsernameArg = Annotated[str, typer.Argument(help="The username.", show_default=False)]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print JSON instead of text; errors too, as one JSON object on stderr.",
+        callback=remember_json_mode,
+    ),
+]
 PasswordStdinOption = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input.")
 ]

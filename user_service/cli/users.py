@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,7 +18,11 @@ from user_service.cli._options import (
     PasswordStdinOption,
     UsernameArg,
 )
-from user_service.cli._output import console, exit_with_error, operator_service
+from user_service.cli._output import EXIT_USAGE, console, exit_with_error, operator_service
+from user_service.errors import ErrorCode, UsernameTaken, UserNotFound
+
+if TYPE_CHECKING:
+    from user_service.schemas import Profile
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +39,9 @@ def _parse_extra(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            exit_with_error(f"--extra takes key=value, got {pair!r}")
+            exit_with_error(
+                f"--extra takes key=value, got {pair!r}", code=ErrorCode.INVALID_INPUT, exit_code=EXIT_USAGE
+            )
         extra[key] = value
     return extra
 
@@ -48,12 +54,20 @@ def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
         if not line:
-            exit_with_error("--password-stdin was given but standard input is empty")
+            exit_with_error(
+                "--password-stdin was given but standard input is empty",
+                code=ErrorCode.INVALID_INPUT,
+                exit_code=EXIT_USAGE,
+            )
         return line.removesuffix("\n").removesuffix("\r")
     if not stdin_is_a_terminal():
         # A script without --password-stdin: asking would read the password from a pipe and write the prompts to
         # standard output, in among what the script reads.
-        exit_with_error("no terminal to ask for the password on; pass --password-stdin and write it to standard input")
+        exit_with_error(
+            "no terminal to ask for the password on; pass --password-stdin and write it to standard input",
+            code=ErrorCode.INVALID_INPUT,
+            exit_code=EXIT_USAGE,
+        )
     password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     return password
 
@@ -67,6 +81,12 @@ def create_user(
     extra: Annotated[
         list[str] | None, typer.Option("--extra", help="key=value for the extra map; repeatable.", show_default=False)
     ] = None,
+    if_not_exists: Annotated[
+        bool,
+        typer.Option(
+            "--if-not-exists", help="When the user exists already, print its id and exit 0 (scripts can re-run)."
+        ),
+    ] = False,
     as_json: JsonOption = False,
     env_file: EnvFileOption = None,
     database_url: DatabaseUrlOption = None,
@@ -77,6 +97,15 @@ def create_user(
 
     extra_map = _parse_extra(extra or [])
     with operator_service(env_file, database_url) as service:
+        existing: Profile | None = None
+        if if_not_exists:
+            try:
+                existing = service.get_user(namespace=namespace, username=username)
+            except UserNotFound:
+                existing = None
+        if existing is not None:
+            _print_profile(existing, as_json=as_json)
+            return
         password = _read_password(password_stdin)
         data = parse_input(
             RegisterRequest,
@@ -89,7 +118,17 @@ def create_user(
                 "extra": extra_map or None,
             },
         )
-        profile = service.register(data, by_operator=True)
+        try:
+            profile = service.register(data, by_operator=True)
+        except UsernameTaken:
+            # Created meanwhile by another run of the same script.
+            if not if_not_exists:
+                raise
+            profile = service.get_user(namespace=namespace, username=username)
+    _print_profile(profile, as_json=as_json)
+
+
+def _print_profile(profile: Profile, *, as_json: bool) -> None:
     if as_json:
         console.print_json(profile.model_dump_json())
     else:
@@ -133,7 +172,7 @@ def delete_user(
     """Delete a user with their sessions and avatar."""
     with operator_service(env_file, database_url) as service:
         if not yes and not typer.confirm(f"Delete {namespace}/{username} for good?"):
-            exit_with_error("not deleted")
+            exit_with_error("not deleted", code=ErrorCode.BAD_REQUEST)
         service.delete_user(namespace=namespace, username=username)
     console.print(f"deleted {namespace}/{username}")
 

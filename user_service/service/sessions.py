@@ -7,7 +7,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from user_service import security, telemetry
-from user_service.errors import InvalidToken, RefreshTokenReused, SessionNotFound, TokenExpired, UserDisabled
+from user_service.errors import (
+    ErrorCode,
+    InvalidToken,
+    RefreshTokenReused,
+    SessionNotFound,
+    SessionRevoked,
+    TokenExpired,
+    UserDisabled,
+)
 from user_service.events import security_event
 from user_service.schemas import SessionInfo, TokenPair
 from user_service.service import statements as sql
@@ -74,14 +82,33 @@ def _refresh_token_row(
     }
 
 
+def _check_live(token: Any, now: datetime) -> None:
+    """Refuse a refresh token whose user, session or own lifetime is over, saying which."""
+    if not token["is_active"]:
+        raise UserDisabled()
+    if token["session_revoked_at"] is not None:
+        if token["session_revoked_reason"] == ErrorCode.REFRESH_TOKEN_REUSED:
+            raise SessionRevoked()
+        raise InvalidToken()
+    if token["session_expires_at"] <= now or token["token_expires_at"] <= now:
+        raise TokenExpired()
+
+
+def _within_reuse_interval(ctx: Context, used_at: datetime, now: datetime) -> bool:
+    interval = ctx.settings.refresh_reuse_interval_seconds
+    return interval > 0 and now - used_at <= timedelta(seconds=interval)
+
+
 def refresh(ctx: Context, refresh_token: str, *, ip: str | None = None) -> TokenPair:
-    """Spend a refresh token for a new pair. A spent token presented again revokes its whole session."""
+    """Spend a refresh token for a new pair. A spent token presented again revokes its whole session, unless it
+    comes back within REFRESH_REUSE_INTERVAL_SECONDS of its rotation (a second tab, a retry): then it gets a new
+    pair in the same session."""
     try:
         pair, namespace = _rotate(ctx, refresh_token, ip=ip)
     except TokenExpired:
         telemetry.auth_event("refresh", "expired")
         raise
-    except (InvalidToken, UserDisabled):
+    except (InvalidToken, SessionRevoked, UserDisabled):
         telemetry.auth_event("refresh", "failure")
         raise
     telemetry.auth_event("refresh", "success", namespace)
@@ -93,7 +120,7 @@ def _rotate(ctx: Context, refresh_token: str, *, ip: str | None) -> tuple[TokenP
     digest = security.refresh_token_digest(refresh_token)
     now = ctx.clock()
     new_token = security.new_refresh_token()
-    reused = False
+    outcome = "rotated"
     with ctx.db.write() as tx:
         row = tx.execute(sql.REFRESH_TOKEN_BY_DIGEST, {"digest": digest}).first()
         if row is None:
@@ -102,28 +129,44 @@ def _rotate(ctx: Context, refresh_token: str, *, ip: str | None) -> tuple[TokenP
         subject = TokenSubject(id=token["user_id"], namespace=token["namespace"], username=token["username"])
         session_id: uuid.UUID = token["session_id"]
         if token["token_used_at"] is None:
-            if not token["is_active"]:
-                raise UserDisabled()
-            if token["session_revoked_at"] is not None:
-                raise InvalidToken()
-            if token["session_expires_at"] <= now or token["token_expires_at"] <= now:
-                raise TokenExpired()
+            _check_live(token, now)
         claim = tx.execute(sql.CLAIM_REFRESH_TOKEN, {"token_key": token["token_id"], "now": now})
-        if claim.rowcount != 1:
-            # Spent meanwhile (reuse), or deleted with its user while this refresh was in flight (no alarm).
-            if tx.execute(sql.REFRESH_TOKEN_USED_AT, {"token_key": token["token_id"]}).first() is None:
-                raise InvalidToken()
-            _end_session(tx, subject.id, session_id, now)
-            reused = True
-        else:
+        if claim.rowcount == 1:
             tx.execute(sql.TOUCH_SESSION, {"session_key": session_id, "now": now})
+        else:
+            # Spent meanwhile or before (reuse), or deleted with its user while this refresh was in flight (no alarm).
+            spent = tx.execute(sql.REFRESH_TOKEN_USED_AT, {"token_key": token["token_id"]}).first()
+            if spent is None:
+                raise InvalidToken()
+            if not _within_reuse_interval(ctx, spent._mapping["used_at"], now):
+                tx.execute(
+                    sql.END_SESSION_FOR_REUSE,
+                    {
+                        "owner_key": subject.id,
+                        "session_id": session_id,
+                        "now": now,
+                        "reason": ErrorCode.REFRESH_TOKEN_REUSED.value,
+                    },
+                )
+                outcome = "revoked"
+            else:
+                _check_live(token, now)
+                # The session may have ended since it was read: only a session still open gets a new token.
+                if tx.execute(sql.TOUCH_OPEN_SESSION, {"session_key": session_id, "now": now}).rowcount != 1:
+                    raise InvalidToken()
+                outcome = "reissued"
+        if outcome != "revoked":
             tx.execute(
                 sql.INSERT_REFRESH_TOKEN,
                 _refresh_token_row(ctx, session_id, token["session_expires_at"], new_token, now),
             )
-    if reused:
+    if outcome == "revoked":
         security_event("refresh_reuse", namespace=subject.namespace, user_id=subject.id, session_id=session_id, ip=ip)
         raise RefreshTokenReused()
+    if outcome == "reissued":
+        security_event(
+            "refresh_reuse_allowed", namespace=subject.namespace, user_id=subject.id, session_id=session_id, ip=ip
+        )
     return tokens.pair(ctx, subject, session_id, new_token, now), subject.namespace
 
 

@@ -83,6 +83,7 @@ PRINCIPAL = (
     select(
         *_ACCOUNT,
         SESSIONS.c.revoked_at.label("session_revoked_at"),
+        SESSIONS.c.revoked_reason.label("session_revoked_reason"),
         SESSIONS.c.expires_at.label("session_expires_at"),
     )
     .join(SESSIONS, and_(SESSIONS.c.user_id == USERS.c.id, SESSIONS.c.id == bindparam("session_id")))
@@ -106,6 +107,7 @@ REFRESH_TOKEN_BY_DIGEST = (
         REFRESH_TOKENS.c.expires_at.label("token_expires_at"),
         SESSIONS.c.id.label("session_id"),
         SESSIONS.c.revoked_at.label("session_revoked_at"),
+        SESSIONS.c.revoked_reason.label("session_revoked_reason"),
         SESSIONS.c.expires_at.label("session_expires_at"),
         USERS.c.is_active,
         USERS.c.id.label("user_id"),
@@ -121,6 +123,23 @@ OPEN_SESSIONS = and_(SESSIONS.c.user_id == bindparam("owner_key"), SESSIONS.c.re
 END_SESSIONS = update(SESSIONS).where(OPEN_SESSIONS).values(revoked_at=bindparam("now"))
 END_SESSION = (
     update(SESSIONS).where(OPEN_SESSIONS, SESSIONS.c.id == bindparam("session_id")).values(revoked_at=bindparam("now"))
+)
+# Ending a session because a spent refresh token came back: the reason is kept, so its other tokens can say so.
+END_SESSION_FOR_REUSE = (
+    update(SESSIONS)
+    .where(OPEN_SESSIONS, SESSIONS.c.id == bindparam("session_id"))
+    .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
+)
+# The guard of a refresh within the reuse interval: the session is still open and live, checked and touched in one
+# statement (PostgreSQL's row lock orders it against a concurrent END_SESSION; SQLite has one writer).
+TOUCH_OPEN_SESSION = (
+    update(SESSIONS)
+    .where(
+        SESSIONS.c.id == bindparam("session_key"),
+        SESSIONS.c.revoked_at.is_(None),
+        SESSIONS.c.expires_at > bindparam("now"),
+    )
+    .values(last_used_at=bindparam("now"))
 )
 LIVE_SESSIONS = (
     select(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from user_service import security
-from user_service.errors import InvalidToken, UserDisabled
+from user_service.errors import ErrorCode, InvalidToken, SessionRevoked, UserDisabled
 from user_service.schemas import TokenPair
 from user_service.service import keys
 from user_service.service import statements as sql
@@ -53,7 +53,12 @@ def pair(
         now=now,
         ttl_seconds=ttl,
     )
-    return TokenPair(access_token=access_token, refresh_token=refresh_token, expires_in=ttl)
+    return TokenPair(
+        access_token=access_token,
+        refresh_token=refresh_token,
+        expires_in=ttl,
+        expires_at=now + timedelta(seconds=ttl),
+    )
 
 
 def authenticate(ctx: Context, access_token: str) -> Principal:
@@ -69,6 +74,8 @@ def authenticate(ctx: Context, access_token: str) -> Principal:
     # A disabled account says so (403), although disabling it also ended its sessions.
     if not user.is_active:
         raise UserDisabled()
+    if row["session_revoked_at"] is not None and row["session_revoked_reason"] == ErrorCode.REFRESH_TOKEN_REUSED:
+        raise SessionRevoked()
     if row["session_revoked_at"] is not None or row["session_expires_at"] <= now:
         raise InvalidToken()
     return Principal(user=user, session_id=claims.session_id)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
-from pydantic_core import to_json
+from fastapi import APIRouter, Body, Depends, Request, Response, status
 
+from user_service.api.cookies import clear_refresh_cookie, refresh_token_of, token_response
 from user_service.api.deps import ClientAddress, CurrentPrincipal, ServiceDep, UserAgent, rate_limited
 from user_service.api.errors import responses
+from user_service.api.openapi import NO_STORE_RESPONSE
 from user_service.errors import (
     DatabaseUnavailable,
     EmailTaken,
@@ -16,9 +17,11 @@ from user_service.errors import (
     InvalidInput,
     InvalidToken,
     NotAuthenticated,
+    OriginNotAllowed,
     RateLimited,
     RefreshTokenReused,
     RegistrationClosed,
+    SessionRevoked,
     TokenExpired,
     TooManyAttempts,
     UserDisabled,
@@ -33,16 +36,6 @@ RegisterAddress = Annotated[str | None, Depends(rate_limited("register"))]
 LoginAddress = Annotated[str | None, Depends(rate_limited("login"))]
 RefreshAddress = Annotated[str | None, Depends(rate_limited("refresh"))]
 LogoutAddress = Annotated[str | None, Depends(rate_limited("logout"))]
-
-
-# Token responses must never be cached (RFC 6749 5.1).
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def token_response(pair: TokenPair) -> Response:
-    """A token pair as the response body, serialized once from the model the service built (FastAPI would validate
-    it again against the response model, a sizeable share of a refresh's cost)."""
-    return Response(to_json(pair), media_type="application/json", headers=NO_STORE)
 
 
 @router.post(
@@ -61,44 +54,77 @@ def register(body: RegisterRequest, service: ServiceDep, address: RegisterAddres
     "/login",
     summary="Exchange a password for a token pair",
     response_model=TokenPair,
-    responses=responses(
-        InvalidCredentials, UserDisabled, TooManyAttempts, RateLimited, DatabaseUnavailable, validation=True
-    ),
+    responses={
+        **responses(
+            InvalidCredentials, UserDisabled, TooManyAttempts, RateLimited, DatabaseUnavailable, validation=True
+        ),
+        **NO_STORE_RESPONSE,
+    },
 )
-def login(body: LoginRequest, service: ServiceDep, address: LoginAddress, agent: UserAgent) -> Response:
+def login(
+    body: LoginRequest, request: Request, service: ServiceDep, address: LoginAddress, agent: UserAgent
+) -> Response:
     pair = service.login(
         namespace=body.namespace, username=body.username, password=body.password, user_agent=agent, ip=address
     )
-    return token_response(pair)
+    return token_response(pair, request)
 
 
 @router.post(
     "/refresh",
     summary="Spend a refresh token for a new token pair",
     response_model=TokenPair,
-    responses=responses(
-        InvalidToken, TokenExpired, RefreshTokenReused, UserDisabled, RateLimited, DatabaseUnavailable, validation=True
-    ),
+    responses={
+        **responses(
+            InvalidToken,
+            TokenExpired,
+            RefreshTokenReused,
+            SessionRevoked,
+            UserDisabled,
+            OriginNotAllowed,
+            RateLimited,
+            DatabaseUnavailable,
+            validation=True,
+        ),
+        **NO_STORE_RESPONSE,
+    },
 )
-def refresh(body: RefreshRequest, service: ServiceDep, address: RefreshAddress) -> Response:
-    return token_response(service.refresh(body.refresh_token, ip=address))
+def refresh(
+    request: Request,
+    service: ServiceDep,
+    address: RefreshAddress,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+) -> Response:
+    # In cookie mode a browser sends no body: the refresh token comes from the cookie.
+    token = refresh_token_of(request, body.refresh_token if body is not None else None)
+    return token_response(service.refresh(token, ip=address), request)
 
 
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="End the session of a refresh token (its refresh and access tokens stop working)",
-    responses=responses(RateLimited, DatabaseUnavailable, validation=True),
+    responses=responses(OriginNotAllowed, RateLimited, DatabaseUnavailable, validation=True),
 )
-def logout(body: LogoutRequest, service: ServiceDep, address: LogoutAddress) -> None:
-    service.logout(body.refresh_token, ip=address)
+def logout(
+    request: Request,
+    service: ServiceDep,
+    address: LogoutAddress,
+    body: Annotated[LogoutRequest | None, Body()] = None,
+) -> Response:
+    service.logout(refresh_token_of(request, body.refresh_token if body is not None else None), ip=address)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    clear_refresh_cookie(response, request)
+    return response
 
 
 @router.post(
     "/logout-all",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="End every session of the caller; all their tokens stop working at once",
-    responses=responses(NotAuthenticated, InvalidToken, TokenExpired, UserDisabled, DatabaseUnavailable),
+    responses=responses(
+        NotAuthenticated, InvalidToken, TokenExpired, SessionRevoked, UserDisabled, DatabaseUnavailable
+    ),
 )
 def logout_all(principal: CurrentPrincipal, service: ServiceDep, address: ClientAddress) -> None:
     service.logout_all(principal, ip=address)

@@ -7,8 +7,9 @@ from fastapi.responses import FileResponse, Response
 from starlette.exceptions import HTTPException
 
 from user_service.api.deps import ServiceDep
+from user_service.api.errors import error_content
 from user_service.images import MEDIA_TYPES
-from user_service.schemas import ErrorBody
+from user_service.schemas import UnprocessableBody
 from user_service.storage import CACHE_CONTROL
 
 router = APIRouter(tags=["uploads"])
@@ -32,9 +33,10 @@ def _matches(if_none_match: str, etag: str) -> bool:
     summary="An uploaded avatar",
     response_class=FileResponse,
     responses={
-        200: {"content": {media: {} for media in MEDIA_TYPES.values()}},
+        200: {"content": {media: {"schema": {"type": "string", "format": "binary"}} for media in MEDIA_TYPES.values()}},
         304: {"description": "Not modified: the `If-None-Match` tag is this file's"},
-        404: {"model": ErrorBody, "description": "code: `not_found`"},
+        404: {"description": "code: `not_found`", "content": error_content(["not_found"])},
+        422: {"model": UnprocessableBody, "description": "Malformed request."},
     },
 )
 async def read_upload(key: str, service: ServiceDep, request: Request) -> Response:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, sta
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
+from user_service.api.cookies import token_response
 from user_service.api.deps import (
     BEARER,
     ClientAddress,
@@ -20,8 +21,8 @@ from user_service.api.deps import (
 )
 from user_service.api.errors import responses
 from user_service.api.metrics import Metrics
+from user_service.api.openapi import NO_STORE_RESPONSE
 from user_service.api.ratelimit import AddressRateLimiter
-from user_service.api.routes.auth import token_response
 from user_service.errors import (
     DatabaseUnavailable,
     EmailTaken,
@@ -32,6 +33,7 @@ from user_service.errors import (
     NotAuthenticated,
     RateLimited,
     SessionNotFound,
+    SessionRevoked,
     StorageUnavailable,
     TokenExpired,
     TooManyAttempts,
@@ -43,7 +45,7 @@ from user_service.schemas import PasswordChangeRequest, Profile, ProfilePatch, S
 from user_service.service import UserService
 
 router = APIRouter(prefix="/users", tags=["users"])
-_AUTH_ERRORS = (NotAuthenticated, InvalidToken, TokenExpired, UserDisabled, DatabaseUnavailable)
+_AUTH_ERRORS = (NotAuthenticated, InvalidToken, TokenExpired, SessionRevoked, UserDisabled, DatabaseUnavailable)
 _LOCAL_AVATAR_PREFIX = "/uploads/"
 
 
@@ -134,10 +136,14 @@ async def delete_avatar(principal: CurrentPrincipal, service: ServiceDep) -> Pro
     "/me/password",
     summary="Change the password; every other session ends and a fresh token pair is returned",
     response_model=TokenPair,
-    responses=responses(*_AUTH_ERRORS, InvalidCredentials, TooManyAttempts, RateLimited, InvalidInput, validation=True),
+    responses={
+        **responses(*_AUTH_ERRORS, InvalidCredentials, TooManyAttempts, RateLimited, InvalidInput, validation=True),
+        **NO_STORE_RESPONSE,
+    },
 )
 def change_password(
     body: PasswordChangeRequest,
+    request: Request,
     principal: CurrentPrincipal,
     service: ServiceDep,
     address: Annotated[str | None, Depends(rate_limited("password"))],
@@ -150,7 +156,7 @@ def change_password(
         user_agent=agent,
         ip=address,
     )
-    return token_response(pair)
+    return token_response(pair, request)
 
 
 @router.get("/me/sessions", summary="The caller's open sessions", responses=responses(*_AUTH_ERRORS))
