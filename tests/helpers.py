@@ -116,7 +116,7 @@ COMMANDS = (
     "set-password",
     "prune-sessions",
 )
-TABLES = {"users", "auth_sessions", "refresh_tokens", "login_failures"}
+TABLES = {"users", "auth_sessions", "refresh_tokens", "login_failures", "admin_keys", "one_time_tokens"}
 PLACEHOLDER_SECRET = str(dotenv_values(ENV_EXAMPLE)["JWT_SECRET_KEY"])
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
 from user_service.validation import (
     AvatarUrl,
@@ -74,11 +74,76 @@ class ProfilePatch(_Input):
         return data
 
 
+# A bcrypt hash as bcrypt writes it ($2a$, $2b$ or $2y$, cost 04-31, 53 characters of salt and digest).
+BCRYPT_HASH_PATTERN = r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$"
+
+
+class AdminUserCreate(_Input):
+    """A new account made by an app's back end: the registration fields (the namespace is the path's), with a
+    `password` (the policy applies) or a bcrypt `password_hash` carried over from another system."""
+
+    username: Username
+    password: Password | None = None
+    password_hash: StrictStr | None = Field(default=None, pattern=BCRYPT_HASH_PATTERN, max_length=60)
+    email: Email | None = None
+    email_verified: StrictBool = False
+    full_name: FullName | None = None
+    avatar_url: AvatarUrl | None = None
+    extra: Extra | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AdminUserCreate:
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError("give exactly one of password and password_hash")
+        return self
+
+
+class AdminUserPatch(ProfilePatch):
+    """A merge patch of a profile by an app's back end, which may also enable or disable the account and mark its
+    email verified. A changed email is unverified unless `email_verified` is given too."""
+
+    is_active: StrictBool | None = None
+    email_verified: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _no_null_flags(self) -> AdminUserPatch:
+        for name in ("is_active", "email_verified"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} must be true or false")
+        return self
+
+
+class PasswordResetRequest(_Input):
+    token: StrictStr = Field(max_length=1024)
+    new_password: Password
+
+
+class VerifyEmailRequest(_Input):
+    token: StrictStr = Field(max_length=1024)
+
+
+class OneTimeTokenOut(BaseModel):
+    """A one-time token for the app's back end to deliver to the user; shown once, stored only as a digest."""
+
+    token: str
+    expires_at: datetime
+
+
+class AdminSessionInfo(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+
+
 class Profile(BaseModel):
     id: uuid.UUID
     namespace: str
     username: str
     email: str | None
+    email_verified: bool = Field(description="Whether the user proved they receive mail at `email`.")
     full_name: str | None
     avatar_url: str | None
     extra: dict[str, str]

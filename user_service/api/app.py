@@ -14,7 +14,7 @@ from user_service.api.docs import install_docs
 from user_service.api.errors import install_error_handlers
 from user_service.api.middleware import RequestGuard
 from user_service.api.ratelimit import AddressRateLimiter
-from user_service.api.routes import auth, health, uploads, users
+from user_service.api.routes import admin, auth, health, uploads, users
 from user_service.config import Settings, load_settings
 from user_service.service import Clock, UserService
 from user_service.storage import AvatarStorage
@@ -78,7 +78,7 @@ def create_app(
     )
     install_error_handlers(app)
     # The most frequent request, GET /users/me, is matched first: routers are tried in this order.
-    for area in (users, auth, health, uploads):
+    for area in (users, auth, health, uploads, admin):
         app.include_router(area.router)
     if settings.docs_enabled:
         install_docs(app)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from user_service import __version__
-from user_service.cli import setup, tokens, users
+from user_service.cli import admin, setup, tokens, users
 from user_service.cli._output import console
 
 app = typer.Typer(
@@ -38,7 +38,7 @@ def root(
     """Username/password accounts with JWT access tokens and rotating refresh tokens."""
 
 
-for module in (setup, users, tokens):
+for module in (setup, users, tokens, admin):
     module.register(app)
 
 

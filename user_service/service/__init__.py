@@ -11,6 +11,9 @@ and hands each call to the domain module that owns the rule:
     sessions.py    sessions, refresh-token rotation and reuse, logout
     tokens.py      access tokens: issuing and checking
     profiles.py    profiles, merge patches, avatars
+    admin_keys.py  the keys app back ends call the admin API with
+    recovery.py    one-time tokens: password resets and email verification
+    admin.py       what an admin key does to a namespace's users
 
 Every method is blocking (database calls, bcrypt); the HTTP layer runs them in a worker thread, except the
 single-row reads on SQLite (see `reads_are_local`). Input arrives validated, as the models of `schemas.py`.
@@ -26,7 +29,11 @@ from sqlalchemy import Engine
 
 from user_service.config import Settings
 from user_service.schemas import (
+    AdminSessionInfo,
+    AdminUserCreate,
+    AdminUserPatch,
     NamespaceCount,
+    OneTimeTokenOut,
     Profile,
     ProfilePatch,
     RegisterRequest,
@@ -35,13 +42,24 @@ from user_service.schemas import (
     UserDetail,
     UserPage,
 )
-from user_service.service import accounts, directory, logins, profiles, sessions, tokens
+from user_service.service import accounts, admin, admin_keys, directory, logins, profiles, recovery, sessions, tokens
+from user_service.service.admin_keys import AdminKeyInfo, AdminPrincipal
 from user_service.service.context import Account, Clock, Context, Passwords, Principal, TokenSubject, utcnow
 from user_service.service.database import Database
 from user_service.service.profiles import merge_extra
 from user_service.storage import AvatarStorage, LocalAvatarStorage
 
-__all__ = ["Account", "Clock", "Principal", "TokenSubject", "UserService", "merge_extra", "utcnow"]
+__all__ = [
+    "Account",
+    "AdminKeyInfo",
+    "AdminPrincipal",
+    "Clock",
+    "Principal",
+    "TokenSubject",
+    "UserService",
+    "merge_extra",
+    "utcnow",
+]
 
 
 class UserService:
@@ -223,3 +241,69 @@ class UserService:
     def set_avatar(self, user_id: uuid.UUID, image: bytes | BinaryIO) -> Profile:
         """Store an uploaded avatar once its bytes prove to be an accepted image; the old file is deleted."""
         return profiles.set_avatar(self.context, user_id, image)
+
+    # -- password resets and email verification ---------------------------------------------------------------
+
+    def complete_password_reset(self, token: str, new_password: str, *, ip: str | None = None) -> None:
+        """Spend a reset token for a new password; every session ends, a lock is lifted, no session starts."""
+        recovery.reset_password(self.context, token, new_password, ip=ip)
+
+    def verify_email(self, token: str, *, ip: str | None = None) -> Profile:
+        """Spend a verification token; the user's email is verified if it is still the one the token was for."""
+        return recovery.verify_email(self.context, token, ip=ip)
+
+    # -- admin keys and the admin API -----------------------------------------------------------------------------
+
+    def create_admin_key(self, *, name: str, namespace: str | None = None) -> tuple[AdminKeyInfo, str]:
+        """A new admin key (returned once, stored as a digest), for one namespace or, without one, for all."""
+        return admin_keys.create(self.context, name=name, namespace=namespace)
+
+    def admin_keys(self) -> list[AdminKeyInfo]:
+        """Every admin key, revoked ones included."""
+        return admin_keys.list_keys(self.context)
+
+    def revoke_admin_key(self, *, name: str) -> None:
+        """End an admin key at once, on every instance."""
+        admin_keys.revoke(self.context, name=name)
+
+    def authenticate_admin(self, key: str | None) -> AdminPrincipal:
+        """The live admin key presented; NotAuthenticated or InvalidToken otherwise."""
+        return admin_keys.authenticate(self.context, key)
+
+    def admin_list_users(
+        self,
+        key: AdminPrincipal,
+        namespace: str,
+        *,
+        search: str | None = None,
+        active: bool | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> UserPage:
+        return admin.list_users(self.context, key, namespace, search=search, active=active, limit=limit, after=after)
+
+    def admin_create_user(self, key: AdminPrincipal, namespace: str, data: AdminUserCreate) -> Profile:
+        return admin.create_user(self.context, key, namespace, data)
+
+    def admin_user_detail(self, key: AdminPrincipal, *, namespace: str, username: str) -> UserDetail:
+        return admin.user_detail(self.context, key, namespace, username)
+
+    def admin_update_user(
+        self, key: AdminPrincipal, *, namespace: str, username: str, patch: AdminUserPatch
+    ) -> Profile:
+        return admin.update_user(self.context, key, namespace, username, patch)
+
+    def admin_delete_user(self, key: AdminPrincipal, *, namespace: str, username: str) -> None:
+        admin.delete_user(self.context, key, namespace, username)
+
+    def admin_list_sessions(self, key: AdminPrincipal, *, namespace: str, username: str) -> list[AdminSessionInfo]:
+        return admin.list_sessions(self.context, key, namespace, username)
+
+    def admin_end_sessions(self, key: AdminPrincipal, *, namespace: str, username: str) -> int:
+        return admin.end_sessions(self.context, key, namespace, username)
+
+    def admin_issue_token(
+        self, key: AdminPrincipal, *, namespace: str, username: str, kind: recovery.TokenKind
+    ) -> OneTimeTokenOut:
+        """A password-reset or email-verification token for the app's back end to deliver."""
+        return admin.issue_token(self.context, key, namespace, username, kind)
