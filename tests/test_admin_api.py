@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import PASSWORD, Api, FakeClock, MakeClient, bearer
@@ -153,3 +155,26 @@ def test_sessions_listed_and_ended_and_user_deleted(api: Api, client: TestClient
     assert client.delete(url, headers=key).status_code == 204
     assert_error(client.get(url, headers=key), 404, "user_not_found")
     assert_error(client.delete(url, headers=key), 404, "user_not_found")
+
+
+def test_admin_actions_are_security_events_naming_the_key_and_the_user(
+    api: Api, client: TestClient, service: UserService, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.created()
+    key = admin_key(service, name="billing")
+    caplog.set_level(logging.INFO, logger="user_service.security")
+
+    client.patch(USERS.format("app-x") + "/alice", headers=key, json={"full_name": "Alice"})
+    issued = client.post(USERS.format("app-x") + "/alice/password-reset", headers=key).json()
+    client.delete(USERS.format("app-x") + "/alice/sessions", headers=key)
+
+    records = [record.__dict__ for record in caplog.records if record.name == "user_service.security"]
+    actions = [(r["event"], r.get("action"), r.get("key"), r.get("actor")) for r in records]
+    assert actions == [
+        ("admin_action", "update_user", "billing", None),
+        ("password_reset_issued", None, None, "admin-key:billing"),
+        ("sessions_revoked", None, None, "admin-key:billing"),
+    ]
+    assert all(r["namespace"] == "app-x" for r in records)
+    assert issued["token"] not in caplog.text
+    assert key["Authorization"].removeprefix("Bearer ") not in caplog.text

@@ -6,10 +6,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from tests.conftest import PASSWORD, WRONG, Api, FakeClock, MakeApi, bearer
 from tests.helpers import assert_error
+from user_service import security
 from user_service.errors import OneTimeTokenInvalid
 from user_service.service import UserService
 
@@ -197,3 +200,38 @@ def test_the_token_endpoints_are_rate_limited_per_address(make_api: MakeApi) -> 
     for _ in range(2):
         assert api.client.post("/auth/verify-email", json={"token": "z" * 43}).status_code == 400
     assert_error(api.client.post("/auth/verify-email", json={"token": "z" * 43}), 429, "rate_limited")
+
+
+def test_a_refused_token_costs_the_same_work_whether_it_matched_a_user_or_not(
+    api: Api, client: TestClient, service: UserService, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.created(email="alice@example.com")
+    headers = admin_headers(service)
+    spent = reset_token(client, headers)["token"]
+    assert reset(client, spent).status_code == 204
+    expired = reset_token(client, headers)["token"]
+    verification = client.post(ALICE + "/email-verification", headers=headers).json()["token"]
+    clock.advance(1801)
+    work: list[str] = []
+    real_hash = security.hash_password
+
+    def counted_hash(password: str, rounds: int) -> str:
+        work.append("bcrypt")
+        return real_hash(password, rounds)
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        work.append(" ".join(sql.split()))
+
+    monkeypatch.setattr(security, "hash_password", counted_hash)
+    event.listen(service.engine, "before_cursor_execute", statement)
+    try:
+        costs = {}
+        for name, token in (("unknown", "q" * 43), ("spent", spent), ("expired", expired), ("other", verification)):
+            work.clear()
+            assert_error(reset(client, token), 400, "one_time_token_invalid")
+            costs[name] = list(work)
+    finally:
+        event.remove(service.engine, "before_cursor_execute", statement)
+
+    assert costs["unknown"].count("bcrypt") == 1
+    assert costs["spent"] == costs["unknown"] == costs["expired"] == costs["other"]
