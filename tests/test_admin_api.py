@@ -178,3 +178,16 @@ def test_admin_actions_are_security_events_naming_the_key_and_the_user(
     assert all(r["namespace"] == "app-x" for r in records)
     assert issued["token"] not in caplog.text
     assert key["Authorization"].removeprefix("Bearer ") not in caplog.text
+
+
+def test_openapi_documents_the_admin_api_and_the_token_refusals(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+
+    assert schema["components"]["securitySchemes"]["AdminKey"]["scheme"] == "bearer"
+    admin_operations = [
+        op for path, item in schema["paths"].items() if path.startswith("/admin/") for op in item.values()
+    ]
+    assert len(admin_operations) == 9
+    assert all(op["tags"] == ["admin"] and op["security"] == [{"AdminKey": []}] for op in admin_operations)
+    for path in ("/auth/password-reset", "/auth/verify-email"):
+        assert "one_time_token_invalid" in schema["paths"][path]["post"]["responses"]["400"]["description"]

@@ -125,7 +125,10 @@ def responses(*errors: type[UserServiceError], validation: bool = False) -> dict
         for status, codes in sorted(by_status.items())
     }
     if validation:
-        documented[400] = {"model": ErrorBody, "description": "code: `bad_request` (a body that cannot be decoded)"}
+        undecodable = "`bad_request` (a body that cannot be decoded)"
+        # A route's own 400 codes stay documented next to the undecodable body's.
+        own = documented.get(400, {}).get("description", "code: ").removeprefix("code: ")
+        documented[400] = {"model": ErrorBody, "description": "code: " + (f"{own}, " if own else "") + undecodable}
         documented.setdefault(413, {"model": ErrorBody, "description": "code: `request_too_large`"})
         documented[422] = {
             "model": UnprocessableBody,
