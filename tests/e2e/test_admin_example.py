@@ -37,3 +37,27 @@ def test_the_example_resets_a_password_over_http(
         assert http.post("/auth/login", json={**account, "password": NEW_PASSWORD}).status_code == 200
     with pytest.raises(RuntimeError, match="one_time_token_invalid"):
         example.complete_reset(token, "another new password")
+
+
+def test_a_key_revoked_by_the_cli_is_refused_at_once_by_every_running_instance(
+    db_url: str, tmp_path: Path, start_serve: StartServe
+) -> None:
+    env = process_env(DATABASE_URL=db_url, JWT_SECRET_KEY=TEST_SECRET, BCRYPT_ROUNDS="4")
+    made = run_command([USER_SERVICE, "create-admin-key", "--name", "doomed"], env=env, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
+    instances = [start_serve(env=env, cwd=tmp_path), start_serve(env=env, cwd=tmp_path)]
+    with httpx.Client(timeout=30.0) as http:
+        http.post(
+            instances[0].base_url + "/auth/register", json={"namespace": "e2e", "username": "a", "password": PASSWORD}
+        )
+        for server in instances:
+            assert http.get(server.base_url + "/admin/namespaces/e2e/users", headers=headers).status_code == 200
+
+        revoked = run_command([USER_SERVICE, "revoke-admin-key", "doomed"], env=env, cwd=tmp_path)
+
+        assert revoked.returncode == 0, revoked.stderr
+        for server in instances:
+            refused = http.get(server.base_url + "/admin/namespaces/e2e/users", headers=headers)
+            assert refused.status_code == 401
+            assert refused.json()["code"] == "invalid_token"
