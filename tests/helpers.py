@@ -115,6 +115,9 @@ COMMANDS = (
     "delete-user",
     "set-password",
     "prune-sessions",
+    "create-admin-key",
+    "admin-keys",
+    "revoke-admin-key",
 )
 TABLES = {"users", "auth_sessions", "refresh_tokens", "login_failures", "admin_keys", "one_time_tokens"}
 PLACEHOLDER_SECRET = str(dotenv_values(ENV_EXAMPLE)["JWT_SECRET_KEY"])
