@@ -44,8 +44,19 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "USER_SERVICE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("USER_SERVICE_TEST_REQUIRE_POSTGRES") == "1"
-TABLES = ("refresh_tokens", "auth_sessions", "users", "signing_keys")
-PROFILE_KEYS = {"id", "namespace", "username", "email", "full_name", "avatar_url", "extra", "created_at", "updated_at"}
+TABLES = ("refresh_tokens", "auth_sessions", "one_time_tokens", "admin_keys", "users", "signing_keys")
+PROFILE_KEYS = {
+    "id",
+    "namespace",
+    "username",
+    "email",
+    "email_verified",
+    "full_name",
+    "avatar_url",
+    "extra",
+    "created_at",
+    "updated_at",
+}
 START = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 

@@ -122,10 +122,21 @@ COMMANDS = (
     "revoke-sessions",
     "export",
     "import",
+    "create-admin-key",
+    "admin-keys",
+    "revoke-admin-key",
 )
 # Commands that hold subcommands (`keys list`): their subcommands take the settings options.
 COMMAND_GROUPS = ("keys",)
-TABLES = {"users", "auth_sessions", "refresh_tokens", "login_failures", "signing_keys"}
+TABLES = {
+    "users",
+    "auth_sessions",
+    "refresh_tokens",
+    "login_failures",
+    "signing_keys",
+    "admin_keys",
+    "one_time_tokens",
+}
 PLACEHOLDER_SECRET = str(dotenv_values(ENV_EXAMPLE)["JWT_SECRET_KEY"])
 
 

@@ -23,7 +23,18 @@ from user_service.service import UserService
 
 ACCESS_TTL = 900
 REQUIRED = ("sub", "ns", "username", "type", "iat", "exp", "jti")
-PROFILE_KEYS = {"id", "namespace", "username", "email", "full_name", "avatar_url", "extra", "created_at", "updated_at"}
+PROFILE_KEYS = {
+    "id",
+    "namespace",
+    "username",
+    "email",
+    "email_verified",
+    "full_name",
+    "avatar_url",
+    "extra",
+    "created_at",
+    "updated_at",
+}
 
 
 @pytest.fixture

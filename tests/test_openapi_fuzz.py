@@ -4,12 +4,14 @@ its status code, its content type and its body.
 
 The schema is the one an app built by `create_app` with the test settings serves at /openapi.json. Authenticated
 operations get the bearer token of a fresh login per request, so that one generated request (logout-all, a
-password change) cannot turn every later one into a 401. Generation is derandomized, so CI runs the same requests
+password change) cannot turn every later one into a 401; the admin API's operations get a real admin key that
+reaches every namespace. Generation is derandomized, so CI runs the same requests
 every time.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,6 +39,8 @@ NAMESPACE = "fuzz"
 USERNAME = "fuzzer"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES_PER_OPERATION = 25
+ADMIN_USERS = "/admin/namespaces/{namespace}/users"
+ADMIN_USER = ADMIN_USERS + "/{username}"
 # Operations with input a request can get wrong: a body, or a path parameter narrower than any string.
 WITH_INPUT = [
     ("POST", "/auth/register"),
@@ -47,6 +51,11 @@ WITH_INPUT = [
     ("POST", "/users/me/avatar"),
     ("POST", "/users/me/password"),
     ("DELETE", "/users/me/sessions/{session_id}"),
+    ("POST", "/auth/password-reset"),
+    ("POST", "/auth/verify-email"),
+    ("GET", ADMIN_USERS),
+    ("POST", ADMIN_USERS),
+    ("PATCH", ADMIN_USER),
 ]
 WITHOUT_INPUT = [
     ("POST", "/auth/logout-all"),
@@ -56,6 +65,12 @@ WITHOUT_INPUT = [
     ("GET", "/uploads/{key}"),
     ("GET", "/health"),
     ("GET", "/.well-known/jwks.json"),
+    ("GET", ADMIN_USER),
+    ("DELETE", ADMIN_USER),
+    ("GET", ADMIN_USER + "/sessions"),
+    ("DELETE", ADMIN_USER + "/sessions"),
+    ("POST", ADMIN_USER + "/password-reset"),
+    ("POST", ADMIN_USER + "/email-verification"),
 ]
 CASES = [
     pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
@@ -69,7 +84,9 @@ CASES = [
 def api_schema(app: FastAPI) -> Iterator[OpenApiSchema]:
     """The schema the test app serves, with that app as the transport; the fuzzing account exists."""
     service: UserService = app.state.service
-    service.register(registration(namespace=NAMESPACE, username=USERNAME, password=PASSWORD))
+    service.register(
+        registration(namespace=NAMESPACE, username=USERNAME, password=PASSWORD, email="fuzzer@example.com")
+    )
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     # Schemathesis keeps the lifespan of every app it called running until told otherwise.
     shutdown_lifespans()
@@ -101,6 +118,15 @@ def requires_bearer(definition: dict[str, Any]) -> bool:
     return any("HTTPBearer" in requirement for requirement in definition.get("security", []))
 
 
+def requires_admin_key(definition: dict[str, Any]) -> bool:
+    return any("AdminKey" in requirement for requirement in definition.get("security", []))
+
+
+def admin_key(service: UserService) -> dict[str, str]:
+    """The header of a new admin key that reaches every namespace."""
+    return bearer(service.create_admin_key(name=f"fuzz-{uuid.uuid4().hex[:12]}")[1])
+
+
 @pytest.mark.parametrize(("method", "path", "mode"), CASES)
 def test_responses_match_the_schema(
     api_schema: OpenApiSchema, app: FastAPI, method: str, path: str, mode: GenerationMode
@@ -109,6 +135,7 @@ def test_responses_match_the_schema(
     operation = api_schema[path][method]
     service: UserService = app.state.service
     authenticated = requires_bearer(operation.definition.raw)
+    admin = admin_key(service) if requires_admin_key(operation.definition.raw) else {}
     calls: list[int] = []
 
     @settings(
@@ -123,6 +150,7 @@ def test_responses_match_the_schema(
         if authenticated:
             pair = service.login(namespace=NAMESPACE, username=USERNAME, password=PASSWORD)
             case.headers.update(bearer(pair.access_token))
+        case.headers.update(admin)
         response = case.call_and_validate(checks=CHECKS)
         calls.append(response.status_code)
 
@@ -166,6 +194,41 @@ def _served_upload(service: UserService) -> dict[str, Any]:
     return {"path_parameters": {"key": profile.avatar_url.rsplit("/", 1)[1]}}
 
 
+def _fuzzer(service: UserService) -> dict[str, Any]:
+    return {"path_parameters": {"namespace": NAMESPACE, "username": USERNAME}}
+
+
+def _namespace(service: UserService) -> dict[str, Any]:
+    return {"path_parameters": {"namespace": NAMESPACE}}
+
+
+def _admin_create(service: UserService) -> dict[str, Any]:
+    return {**_namespace(service), "body": {"username": "made-by-admin", "password": PASSWORD}}
+
+
+def _admin_patch(service: UserService) -> dict[str, Any]:
+    return {**_fuzzer(service), "body": {"full_name": "Fuzz", "email_verified": True}}
+
+
+def _admin_delete(service: UserService) -> dict[str, Any]:
+    service.register(registration(namespace=NAMESPACE, username="doomed", password=PASSWORD))
+    return {"path_parameters": {"namespace": NAMESPACE, "username": "doomed"}}
+
+
+def _one_time_token(service: UserService, kind: str) -> str:
+    key = service.authenticate_admin(admin_key(service)["Authorization"].removeprefix("Bearer "))
+    issued = service.admin_issue_token(key, namespace=NAMESPACE, username=USERNAME, kind=kind)  # type: ignore[arg-type]
+    return issued.token
+
+
+def _reset(service: UserService) -> dict[str, Any]:
+    return {"body": {"token": _one_time_token(service, "password_reset"), "new_password": "reset fine passphrase"}}
+
+
+def _verify(service: UserService) -> dict[str, Any]:
+    return {"body": {"token": _one_time_token(service, "email_verification")}}
+
+
 # Requests that random data almost never makes succeed: each is made once, so the success bodies are checked too.
 SUCCESSES = {
     "login": ("POST", "/auth/login", 200, _login),
@@ -175,6 +238,17 @@ SUCCESSES = {
     "password": ("POST", "/users/me/password", 200, _password),
     "end-session": ("DELETE", "/users/me/sessions/{session_id}", 204, _end_session),
     "served-upload": ("GET", "/uploads/{key}", 200, _served_upload),
+    "password-reset": ("POST", "/auth/password-reset", 204, _reset),
+    "verify-email": ("POST", "/auth/verify-email", 200, _verify),
+    "admin-list": ("GET", ADMIN_USERS, 200, _namespace),
+    "admin-create": ("POST", ADMIN_USERS, 201, _admin_create),
+    "admin-read": ("GET", ADMIN_USER, 200, _fuzzer),
+    "admin-patch": ("PATCH", ADMIN_USER, 200, _admin_patch),
+    "admin-delete": ("DELETE", ADMIN_USER, 204, _admin_delete),
+    "admin-sessions": ("GET", ADMIN_USER + "/sessions", 200, _fuzzer),
+    "admin-end-sessions": ("DELETE", ADMIN_USER + "/sessions", 204, _fuzzer),
+    "admin-reset": ("POST", ADMIN_USER + "/password-reset", 200, _fuzzer),
+    "admin-verification": ("POST", ADMIN_USER + "/email-verification", 200, _fuzzer),
 }
 
 
@@ -188,6 +262,8 @@ def test_successful_responses_match_the_schema(api_schema: OpenApiSchema, app: F
     if requires_bearer(operation.definition.raw):
         pair = service.login(namespace=NAMESPACE, username=USERNAME, password=PASSWORD)
         case.headers.update(bearer(pair.access_token))
+    if requires_admin_key(operation.definition.raw):
+        case.headers.update(admin_key(service))
 
     response = case.call_and_validate(checks=CHECKS)
 
@@ -196,7 +272,9 @@ def test_successful_responses_match_the_schema(api_schema: OpenApiSchema, app: F
 
 REQUEST_MAX_BYTES = 1024
 JSON_BODIES = [
-    (method, path) for method, path in WITH_INPUT if path not in ("/users/me/avatar", "/users/me/sessions/{session_id}")
+    (method, path)
+    for method, path in WITH_INPUT
+    if path not in ("/users/me/avatar", "/users/me/sessions/{session_id}") and (method, path) != ("GET", ADMIN_USERS)
 ]
 
 
@@ -212,7 +290,12 @@ def small_body_schema(make_settings: Callable[..., Settings], clock: FakeClock) 
 def test_an_oversized_body_matches_the_schema(small_body_schema: OpenApiSchema, method: str, path: str) -> None:
     """A body over REQUEST_MAX_BYTES (which generation never reaches) is refused with a documented 413."""
     operation = small_body_schema[path][method]
-    case = operation.Case(body={"padding": "x" * REQUEST_MAX_BYTES}, media_type="application/json")
+    names = {"namespace": NAMESPACE, "username": USERNAME}
+    case = operation.Case(
+        body={"padding": "x" * REQUEST_MAX_BYTES},
+        media_type="application/json",
+        path_parameters={name: value for name, value in names.items() if "{" + name + "}" in path},
+    )
 
     response = case.call_and_validate(checks=CHECKS)
 

@@ -32,7 +32,18 @@ from user_service.validation import (
     normalize_username,
 )
 
-PROFILE_KEYS = {"id", "namespace", "username", "email", "full_name", "avatar_url", "extra", "created_at", "updated_at"}
+PROFILE_KEYS = {
+    "id",
+    "namespace",
+    "username",
+    "email",
+    "email_verified",
+    "full_name",
+    "avatar_url",
+    "extra",
+    "created_at",
+    "updated_at",
+}
 FILLED_IN = {
     "email": "alice@example.com",
     "full_name": "Alice Liddell",

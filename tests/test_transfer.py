@@ -79,6 +79,7 @@ def test_id_times_profile_and_state_are_kept_as_given(service: UserService) -> N
         avatar_url="https://cdn.example.com/a.png",
         extra={"plan": "pro"},
         is_active=False,
+        email_verified=True,
         created_at="2019-05-01T10:00:00+02:00",
         updated_at="2020-01-01T00:00:00Z",
     )
@@ -94,6 +95,7 @@ def test_id_times_profile_and_state_are_kept_as_given(service: UserService) -> N
         "avatar_url": "https://cdn.example.com/a.png",
         "extra": {"plan": "pro"},
         "is_active": False,
+        "email_verified": True,
         "created_at": "2019-05-01T08:00:00+00:00",
         "updated_at": "2020-01-01T00:00:00+00:00",
     }

@@ -192,6 +192,9 @@ class Settings(BaseSettings):
     login_account_max_failures: int = Field(default=100, ge=1, le=10_000)
     login_lockout_seconds: int = Field(default=30, ge=1, le=ONE_DAY_SECONDS)
     login_lockout_max_seconds: int = Field(default=900, ge=1, le=ONE_YEAR_SECONDS)
+    login_require_verified_email: bool = False
+    password_reset_ttl_seconds: int = Field(default=1800, ge=60, le=ONE_DAY_SECONDS)
+    email_verification_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * ONE_DAY_SECONDS)
 
     avatar_max_bytes: int = Field(default=2_097_152, ge=1024, le=64 * 1024 * 1024)
     avatar_max_pixels: int = Field(default=16_777_216, ge=1, le=200_000_000)

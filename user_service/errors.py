@@ -18,7 +18,12 @@ them), and README.md's error table lists exactly this catalogue (a test compares
     ├── UserDisabled                user_disabled             403
     ├── RegistrationClosed          registration_closed       403
     ├── OriginNotAllowed            origin_not_allowed        403
+    ├── EmailNotVerified            email_not_verified        403
     ├── UserNotFound                user_not_found            404
+    ├── NamespaceNotFound           namespace_not_found       404
+    ├── AdminKeyNotFound            admin_key_not_found       404
+    ├── AdminKeyNameTaken           admin_key_name_taken      409
+    ├── OneTimeTokenInvalid         one_time_token_invalid    400
     ├── SessionNotFound             session_not_found         404
     ├── TooManyAttempts             too_many_attempts         429 (retry_after seconds)
     │   └── RateLimited             rate_limited              429 (retry_after seconds)
@@ -71,10 +76,15 @@ class ErrorCode(StrEnum):
     USER_DISABLED = "user_disabled"
     REGISTRATION_CLOSED = "registration_closed"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    EMAIL_NOT_VERIFIED = "email_not_verified"
+    ONE_TIME_TOKEN_INVALID = "one_time_token_invalid"
+    ADMIN_KEY_NAME_TAKEN = "admin_key_name_taken"
     # Not found, wrong method
     NOT_FOUND = "not_found"
     USER_NOT_FOUND = "user_not_found"
     SESSION_NOT_FOUND = "session_not_found"
+    NAMESPACE_NOT_FOUND = "namespace_not_found"
+    ADMIN_KEY_NOT_FOUND = "admin_key_not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     # Throttling
     TOO_MANY_ATTEMPTS = "too_many_attempts"
@@ -251,3 +261,35 @@ class StorageUnavailable(UserServiceError):
     code = ErrorCode.STORAGE_UNAVAILABLE
     status = 503
     message = "The avatar storage is unavailable; try again shortly."
+
+
+class EmailNotVerified(UserServiceError):
+    code = ErrorCode.EMAIL_NOT_VERIFIED
+    status = 403
+    message = "This account's email address is not verified yet."
+
+
+class NamespaceNotFound(UserServiceError):
+    code = ErrorCode.NAMESPACE_NOT_FOUND
+    status = 404
+    message = "No such namespace."
+
+
+class AdminKeyNotFound(UserServiceError):
+    code = ErrorCode.ADMIN_KEY_NOT_FOUND
+    status = 404
+    message = "No such admin key."
+
+
+class AdminKeyNameTaken(UserServiceError):
+    code = ErrorCode.ADMIN_KEY_NAME_TAKEN
+    status = 409
+    message = "An admin key of this name already exists."
+
+
+class OneTimeTokenInvalid(UserServiceError):
+    """The same answer for an unknown, spent, expired or other-kind token, and one whose email has changed."""
+
+    code = ErrorCode.ONE_TIME_TOKEN_INVALID
+    status = 400
+    message = "The token is invalid, expired or already used."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from user_service.db import Base, UTCDateTime
@@ -36,6 +36,7 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class AuthSession(Base):
@@ -111,3 +112,37 @@ class SigningKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AdminKey(Base):
+    """A key an app's back end calls the admin API with; only its SHA-256 digest is stored. A key without a
+    namespace reaches every namespace."""
+
+    __tablename__ = "admin_keys"
+    __table_args__ = (UniqueConstraint("name"), UniqueConstraint("key_hash"))
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64))
+    namespace: Mapped[str | None] = mapped_column(String(63))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OneTimeToken(Base):
+    """A password-reset or email-verification token: single use, short-lived; only its SHA-256 digest is stored."""
+
+    __tablename__ = "one_time_tokens"
+    __table_args__ = (UniqueConstraint("token_hash"), Index("ix_one_time_tokens_user_id", "user_id"))
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # 'password_reset' or 'email_verification'
+    kind: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    # The address a verification token was issued for: a changed address makes the token useless.
+    email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -46,6 +46,8 @@ class ImportedUser(RegisterRequest):
     password_hash: PasswordHash | None = None
     id: uuid.UUID | None = None
     is_active: StrictBool = True
+    # Whether the email address was verified in the system the user comes from (only with an email).
+    email_verified: StrictBool = False
     created_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None
 
@@ -94,11 +96,75 @@ class ProfilePatch(_Input):
         return data
 
 
+# A bcrypt hash as bcrypt writes it ($2a$, $2b$ or $2y$, cost 04-31, 53 characters of salt and digest).
+
+
+class AdminUserCreate(_Input):
+    """A new account made by an app's back end: the registration fields (the namespace is the path's), with a
+    `password` (the policy applies) or a bcrypt `password_hash` carried over from another system."""
+
+    username: Username
+    password: Password | None = None
+    password_hash: PasswordHash | None = None
+    email: Email | None = None
+    email_verified: StrictBool = False
+    full_name: FullName | None = None
+    avatar_url: AvatarUrl | None = None
+    extra: Extra | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AdminUserCreate:
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError("give exactly one of password and password_hash")
+        return self
+
+
+class AdminUserPatch(ProfilePatch):
+    """A merge patch of a profile by an app's back end, which may also enable or disable the account and mark its
+    email verified. A changed email is unverified unless `email_verified` is given too."""
+
+    is_active: StrictBool | None = None
+    email_verified: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _no_null_flags(self) -> AdminUserPatch:
+        for name in ("is_active", "email_verified"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} must be true or false")
+        return self
+
+
+class PasswordResetRequest(_Input):
+    token: StrictStr = Field(max_length=1024)
+    new_password: Password
+
+
+class VerifyEmailRequest(_Input):
+    token: StrictStr = Field(max_length=1024)
+
+
+class OneTimeTokenOut(BaseModel):
+    """A one-time token for the app's back end to deliver to the user; shown once, stored only as a digest."""
+
+    token: str
+    expires_at: datetime
+
+
+class AdminSessionInfo(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+
+
 class Profile(BaseModel):
     id: uuid.UUID
     namespace: str
     username: str
     email: str | None
+    email_verified: bool = Field(description="Whether the user proved they receive mail at `email`.")
     full_name: str | None
     avatar_url: str | None
     extra: dict[str, str]

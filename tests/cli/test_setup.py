@@ -225,6 +225,9 @@ UNMIGRATED_COMMANDS = [
     pytest.param(["disable-user", "app-x", "alice"], id="disable-user"),
     pytest.param(["enable-user", "app-x", "alice"], id="enable-user"),
     pytest.param(["delete-user", "app-x", "alice", "--yes"], id="delete-user"),
+    pytest.param(["create-admin-key", "--name", "backend"], id="create-admin-key"),
+    pytest.param(["admin-keys"], id="admin-keys"),
+    pytest.param(["revoke-admin-key", "backend"], id="revoke-admin-key"),
     pytest.param(["serve"], id="serve"),
 ]
 

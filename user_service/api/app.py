@@ -18,7 +18,7 @@ from user_service.api.middleware import RequestGuard
 from user_service.api.openapi import operation_id
 from user_service.api.ratelimit import AddressRateLimiter
 from user_service.api.request_context import RequestContext
-from user_service.api.routes import auth, health, keys, uploads, users
+from user_service.api.routes import admin, auth, health, keys, uploads, users
 from user_service.config import Settings, load_settings
 from user_service.service import Clock, UserService
 from user_service.storage import AvatarStorage
@@ -110,7 +110,7 @@ def create_app(
     )
     install_error_handlers(app)
     # The most frequent request, GET /users/me, is matched first: routers are tried in this order.
-    for area in (users, auth, health, uploads, keys):
+    for area in (users, auth, health, uploads, keys, admin):
         app.include_router(area.router)
     if settings.docs_enabled:
         install_docs(app)

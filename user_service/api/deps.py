@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from user_service.api.ratelimit import AddressRateLimiter
 from user_service.config import Network
 from user_service.errors import NotAuthenticated
-from user_service.service import Principal, UserService
+from user_service.service import AdminPrincipal, Principal, UserService
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
@@ -124,3 +124,21 @@ def rate_limited(endpoint: str) -> Callable[[Request], Awaitable[str | None]]:
         return address
 
     return check
+
+
+# The admin API's own scheme in OpenAPI: an admin key, never a user's access token.
+ADMIN_KEY = {"scheme_name": "AdminKey", "description": "An admin key from `user-service create-admin-key`."}
+
+
+class AdminKeyPrincipal(HTTPBearer):
+    """The admin-key scheme and the key check as one dependency; the check reads the database (and records the
+    key's last use), so it runs in a worker thread."""
+
+    async def __call__(self, request: Request) -> AdminPrincipal:  # type: ignore[override]  # the key, not the credentials
+        credentials = await super().__call__(request)
+        service: UserService = request.app.state.service
+        key = credentials.credentials if credentials is not None else None
+        return await run_in_threadpool(service.authenticate_admin, key)
+
+
+CurrentAdminKey = Annotated[AdminPrincipal, Depends(AdminKeyPrincipal(auto_error=False, **ADMIN_KEY))]

@@ -164,6 +164,7 @@ def responses(*errors: type[UserServiceError], validation: bool = False) -> dict
         if status in _ERROR_HEADERS:
             documented[status]["headers"] = _ERROR_HEADERS[status]
     if validation:
+        # (A route's own 400 codes are documented beside `bad_request`, a body that cannot be decoded.)
         documented[422] = {
             "model": UnprocessableBody,
             "description": (

@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperCommand
 
 from user_service import __version__
-from user_service.cli import directory, keys, setup, tokens, transfer, users
+from user_service.cli import admin, directory, keys, setup, tokens, transfer, users
 from user_service.cli._help import Command, Group
 from user_service.cli._output import EXIT_ERROR, EXIT_USAGE, console, print_json_error, remember_json_mode
 from user_service.errors import ErrorCode
@@ -45,7 +45,7 @@ def root(
     remember_json_mode(False)
 
 
-for module in (setup, users, tokens, keys, directory, transfer):
+for module in (setup, users, tokens, keys, directory, transfer, admin):
     module.register(app)
 # Every command gets the help screen without type tags on flags (Typer fills in its own class when none is given).
 for info in app.registered_commands:

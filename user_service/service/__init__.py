@@ -14,6 +14,9 @@ and hands each call to the domain module that owns the rule:
     profiles.py    profiles, merge patches, avatars
     directory.py   listing and searching accounts, one account's state, namespaces
     transfer.py    exporting and importing users with their bcrypt hashes
+    admin_keys.py  the keys app back ends call the admin API with
+    recovery.py    one-time tokens: password resets and email verification
+    admin.py       what an admin key does to a namespace's users
 
 Every method is blocking (database calls, bcrypt); the HTTP layer runs them in a worker thread, except the
 single-row reads on SQLite (see `reads_are_local`). Input arrives validated, as the models of `schemas.py`.
@@ -30,8 +33,12 @@ from sqlalchemy import Engine
 
 from user_service.config import Settings
 from user_service.schemas import (
+    AdminSessionInfo,
+    AdminUserCreate,
+    AdminUserPatch,
     ImportedUser,
     NamespaceCount,
+    OneTimeTokenOut,
     Profile,
     ProfilePatch,
     RegisterRequest,
@@ -40,7 +47,20 @@ from user_service.schemas import (
     UserDetail,
     UserPage,
 )
-from user_service.service import accounts, directory, keys, logins, profiles, sessions, tokens, transfer
+from user_service.service import (
+    accounts,
+    admin,
+    admin_keys,
+    directory,
+    keys,
+    logins,
+    profiles,
+    recovery,
+    sessions,
+    tokens,
+    transfer,
+)
+from user_service.service.admin_keys import AdminKeyInfo, AdminPrincipal
 from user_service.service.context import Account, Clock, Context, Passwords, Principal, TokenSubject, utcnow
 from user_service.service.database import Database
 from user_service.service.import_batch import ImportReport, ProblemSink
@@ -48,7 +68,17 @@ from user_service.service.profiles import merge_extra
 from user_service.service.transfer import ProgressSink
 from user_service.storage import AvatarStorage, CachedReachability, storage_from_settings
 
-__all__ = ["Account", "Clock", "Principal", "TokenSubject", "UserService", "merge_extra", "utcnow"]
+__all__ = [
+    "Account",
+    "AdminKeyInfo",
+    "AdminPrincipal",
+    "Clock",
+    "Principal",
+    "TokenSubject",
+    "UserService",
+    "merge_extra",
+    "utcnow",
+]
 
 
 class UserService:
@@ -298,3 +328,69 @@ class UserService:
     def delete_avatar(self, user_id: uuid.UUID) -> Profile:
         """Clear the user's avatar; a stored one is deleted from the storage."""
         return profiles.delete_avatar(self.context, user_id)
+
+    # -- password resets and email verification ---------------------------------------------------------------
+
+    def complete_password_reset(self, token: str, new_password: str, *, ip: str | None = None) -> None:
+        """Spend a reset token for a new password; every session ends, a lock is lifted, no session starts."""
+        recovery.reset_password(self.context, token, new_password, ip=ip)
+
+    def verify_email(self, token: str, *, ip: str | None = None) -> Profile:
+        """Spend a verification token; the user's email is verified if it is still the one the token was for."""
+        return recovery.verify_email(self.context, token, ip=ip)
+
+    # -- admin keys and the admin API -----------------------------------------------------------------------------
+
+    def create_admin_key(self, *, name: str, namespace: str | None = None) -> tuple[AdminKeyInfo, str]:
+        """A new admin key (returned once, stored as a digest), for one namespace or, without one, for all."""
+        return admin_keys.create(self.context, name=name, namespace=namespace)
+
+    def admin_keys(self) -> list[AdminKeyInfo]:
+        """Every admin key, revoked ones included."""
+        return admin_keys.list_keys(self.context)
+
+    def revoke_admin_key(self, *, name: str) -> None:
+        """End an admin key at once, on every instance."""
+        admin_keys.revoke(self.context, name=name)
+
+    def authenticate_admin(self, key: str | None) -> AdminPrincipal:
+        """The live admin key presented; NotAuthenticated or InvalidToken otherwise."""
+        return admin_keys.authenticate(self.context, key)
+
+    def admin_list_users(
+        self,
+        key: AdminPrincipal,
+        namespace: str,
+        *,
+        search: str | None = None,
+        active: bool | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> UserPage:
+        return admin.list_users(self.context, key, namespace, search=search, active=active, limit=limit, after=after)
+
+    def admin_create_user(self, key: AdminPrincipal, namespace: str, data: AdminUserCreate) -> Profile:
+        return admin.create_user(self.context, key, namespace, data)
+
+    def admin_user_detail(self, key: AdminPrincipal, *, namespace: str, username: str) -> UserDetail:
+        return admin.user_detail(self.context, key, namespace, username)
+
+    def admin_update_user(
+        self, key: AdminPrincipal, *, namespace: str, username: str, patch: AdminUserPatch
+    ) -> Profile:
+        return admin.update_user(self.context, key, namespace, username, patch)
+
+    def admin_delete_user(self, key: AdminPrincipal, *, namespace: str, username: str) -> None:
+        admin.delete_user(self.context, key, namespace, username)
+
+    def admin_list_sessions(self, key: AdminPrincipal, *, namespace: str, username: str) -> list[AdminSessionInfo]:
+        return admin.list_sessions(self.context, key, namespace, username)
+
+    def admin_end_sessions(self, key: AdminPrincipal, *, namespace: str, username: str) -> int:
+        return admin.end_sessions(self.context, key, namespace, username)
+
+    def admin_issue_token(
+        self, key: AdminPrincipal, *, namespace: str, username: str, kind: recovery.TokenKind
+    ) -> OneTimeTokenOut:
+        """A password-reset or email-verification token for the app's back end to deliver."""
+        return admin.issue_token(self.context, key, namespace, username, kind)

@@ -17,6 +17,7 @@ from user_service.errors import (
 from user_service.events import security_event
 from user_service.passwords import check_password_policy
 from user_service.schemas import Profile, RegisterRequest, TokenPair
+from user_service.service import admin_statements as admin_sql
 from user_service.service import sessions
 from user_service.service import statements as sql
 from user_service.service.context import Account, Context
@@ -140,6 +141,8 @@ def reset_password(ctx: Context, *, namespace: str, username: str, new_password:
         )
         tx.execute(sql.CLEAR_ALL_CLIENT_FAILURES, {"user_key": user.id})
         sessions.end_sessions(tx, user.id, now)
+        # A new password makes outstanding reset tokens useless.
+        tx.execute(admin_sql.SPEND_OPEN_TOKENS, {"owner_key": user.id, "token_kind": "password_reset", "now": now})
     security_event("password_reset", namespace=user.namespace, user_id=user.id)
 
 

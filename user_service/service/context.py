@@ -162,6 +162,7 @@ class Account:
     created_at: datetime
     updated_at: datetime
     last_login_at: datetime | None = None
+    email_verified: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Account:

@@ -18,10 +18,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from user_service.addresses import client_key
-from user_service.errors import InvalidCredentials, InvalidToken, TooManyAttempts, UserDisabled, UserServiceError
+from user_service.errors import (
+    EmailNotVerified,
+    InvalidCredentials,
+    InvalidToken,
+    TooManyAttempts,
+    UserDisabled,
+    UserServiceError,
+)
 from user_service.events import security_event
 from user_service.schemas import TokenPair
 from user_service.service import accounts, sessions
+from user_service.service import admin_statements as admin_sql
 from user_service.service import statements as sql
 from user_service.service.context import Account, Context, Principal
 
@@ -61,6 +69,9 @@ def login(
     attempt = _check_password(ctx, user, password, now, ip=ip, gone=InvalidCredentials())
     if not attempt.account.is_active:
         raise UserDisabled()
+    if ctx.settings.login_require_verified_email and not attempt.account.email_verified:
+        security_event("login_refused_unverified", namespace=user.namespace, user_id=user.id, ip=ip)
+        raise EmailNotVerified()
     # A hash of another cost, or of the password as typed before passwords were normalized, is replaced.
     stale = attempt.form == "typed" or ctx.passwords.needs_rehash(attempt.account.password_hash)
     new_hash = ctx.passwords.hash(password) if stale else None
@@ -178,6 +189,8 @@ def _start_session(
         tx.execute(sql.CLEAR_CLIENT_FAILURES, {"user_key": user.id, "client_key": attempt.client})
         if end_other_sessions:
             sessions.end_sessions(tx, user.id, now)
+            # A changed password makes outstanding reset tokens useless.
+            tx.execute(admin_sql.SPEND_OPEN_TOKENS, {"owner_key": user.id, "token_kind": "password_reset", "now": now})
         return sessions.open_session(ctx, tx, user, now=now, user_agent=user_agent, ip=ip)
 
 

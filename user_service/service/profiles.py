@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, BinaryIO
 
@@ -30,6 +31,7 @@ def profile_of(ctx: Context, user: Account) -> Profile:
         namespace=user.namespace,
         username=user.username,
         email=user.email,
+        email_verified=user.email_verified,
         full_name=user.full_name,
         avatar_url=avatar_url,
         extra=dict(user.extra or {}),
@@ -61,8 +63,11 @@ def _locked_account(tx: Transaction, user_id: uuid.UUID) -> Account:
     return Account.from_row(row._mapping)
 
 
-def update_profile(ctx: Context, user_id: uuid.UUID, patch: ProfilePatch) -> Profile:
-    """Apply a JSON Merge Patch inside one transaction holding the user's row lock."""
+def update_profile(
+    ctx: Context, user_id: uuid.UUID, patch: ProfilePatch, *, state: Mapping[str, bool] | None = None
+) -> Profile:
+    """Apply a JSON Merge Patch inside one transaction holding the user's row lock; `state` (an app back end's
+    `is_active` and `email_verified`) is set in the same transaction, and disabling ends every session."""
     fields = patch.model_fields_set
     changes: dict[str, Any] = {}
     try:
@@ -70,14 +75,21 @@ def update_profile(ctx: Context, user_id: uuid.UUID, patch: ProfilePatch) -> Pro
             user = _locked_account(tx, user_id)
             if "email" in fields:
                 changes["email"] = patch.email
+                if patch.email != user.email:
+                    # A new address is unproven until the user spends a verification token sent to it.
+                    changes["email_verified"] = False
             if "full_name" in fields:
                 changes["full_name"] = patch.full_name
             if "avatar_url" in fields:
                 changes["avatar_key"], changes["avatar_url"] = None, patch.avatar_url
             if "extra" in fields:
                 changes["extra"] = merge_extra(user.extra or {}, patch.extra)
-            changes["updated_at"] = ctx.clock()
+            changes.update(state or {})
+            changes["updated_at"] = now = ctx.clock()
             tx.execute(sql.UPDATE_USER, {"user_key": user_id, **changes})
+            if changes.get("is_active") is False:
+                # Disabling ends every session: the account's tokens stop working at once.
+                tx.execute(sql.END_SESSIONS, {"owner_key": user_id, "now": now})
     except UniqueViolation:
         raise EmailTaken() from None
     if "avatar_key" in changes and user.avatar_key:

@@ -29,6 +29,7 @@ ACCOUNT_FIELDS = (
     "created_at",
     "updated_at",
     "last_login_at",
+    "email_verified",
 )
 _ACCOUNT = tuple(USERS.c[name] for name in ACCOUNT_FIELDS)
 

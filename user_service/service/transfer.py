@@ -102,6 +102,7 @@ def stored_row(ctx: Context, user: ImportedUser, now: datetime) -> dict[str, Any
         "avatar_key": None,
         "extra": user.extra or {},
         "is_active": user.is_active,
+        "email_verified": user.email_verified and user.email is not None,
         "failed_login_count": 0,
         "locked_until": None,
         "created_at": user.created_at or now,

@@ -18,6 +18,7 @@ EXPORT_FIELDS = (
     "avatar_url",
     "extra",
     "is_active",
+    "email_verified",
     "created_at",
     "updated_at",
 )

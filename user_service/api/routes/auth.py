@@ -12,11 +12,13 @@ from user_service.api.errors import responses
 from user_service.api.openapi import NO_STORE_RESPONSE
 from user_service.errors import (
     DatabaseUnavailable,
+    EmailNotVerified,
     EmailTaken,
     InvalidCredentials,
     InvalidInput,
     InvalidToken,
     NotAuthenticated,
+    OneTimeTokenInvalid,
     OriginNotAllowed,
     RateLimited,
     RefreshTokenReused,
@@ -27,7 +29,16 @@ from user_service.errors import (
     UserDisabled,
     UsernameTaken,
 )
-from user_service.schemas import LoginRequest, LogoutRequest, Profile, RefreshRequest, RegisterRequest, TokenPair
+from user_service.schemas import (
+    LoginRequest,
+    LogoutRequest,
+    PasswordResetRequest,
+    Profile,
+    RefreshRequest,
+    RegisterRequest,
+    TokenPair,
+    VerifyEmailRequest,
+)
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -36,6 +47,8 @@ RegisterAddress = Annotated[str | None, Depends(rate_limited("register"))]
 LoginAddress = Annotated[str | None, Depends(rate_limited("login"))]
 RefreshAddress = Annotated[str | None, Depends(rate_limited("refresh"))]
 LogoutAddress = Annotated[str | None, Depends(rate_limited("logout"))]
+ResetAddress = Annotated[str | None, Depends(rate_limited("password-reset"))]
+VerifyAddress = Annotated[str | None, Depends(rate_limited("verify-email"))]
 
 
 @router.post(
@@ -56,7 +69,13 @@ def register(body: RegisterRequest, service: ServiceDep, address: RegisterAddres
     response_model=TokenPair,
     responses={
         **responses(
-            InvalidCredentials, UserDisabled, TooManyAttempts, RateLimited, DatabaseUnavailable, validation=True
+            InvalidCredentials,
+            UserDisabled,
+            EmailNotVerified,
+            TooManyAttempts,
+            RateLimited,
+            DatabaseUnavailable,
+            validation=True,
         ),
         **NO_STORE_RESPONSE,
     },
@@ -128,3 +147,22 @@ def logout(
 )
 def logout_all(principal: CurrentPrincipal, service: ServiceDep, address: ClientAddress) -> None:
     service.logout_all(principal, ip=address)
+
+
+@router.post(
+    "/password-reset",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Spend a password-reset token for a new password; every session ends (log in afterwards)",
+    responses=responses(OneTimeTokenInvalid, InvalidInput, RateLimited, DatabaseUnavailable, validation=True),
+)
+def password_reset(body: PasswordResetRequest, service: ServiceDep, address: ResetAddress) -> None:
+    service.complete_password_reset(body.token, body.new_password, ip=address)
+
+
+@router.post(
+    "/verify-email",
+    summary="Spend an email-verification token; the profile, with email_verified true",
+    responses=responses(OneTimeTokenInvalid, RateLimited, DatabaseUnavailable, validation=True),
+)
+def verify_email(body: VerifyEmailRequest, service: ServiceDep, address: VerifyAddress) -> Profile:
+    return service.verify_email(body.token, ip=address)
