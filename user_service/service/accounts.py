@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict
+from datetime import datetime
 
 from user_service.config import MAX_ACCESS_TOKEN_TTL_SECONDS
 from user_service.errors import (
@@ -21,7 +22,7 @@ from user_service.service import admin_statements as admin_sql
 from user_service.service import sessions
 from user_service.service import statements as sql
 from user_service.service.context import Account, Context
-from user_service.service.database import UniqueViolation
+from user_service.service.database import Transaction, UniqueViolation
 from user_service.service.profiles import discard_avatar, profile_of
 from user_service.validation import normalize_namespace, normalize_username
 
@@ -122,6 +123,25 @@ def issue_tokens(ctx: Context, *, namespace: str, username: str, ttl_seconds: in
     return pair
 
 
+def store_new_password(tx: Transaction, user_id: uuid.UUID, new_hash: str, now: datetime) -> int:
+    """Within the caller's write transaction: the new hash, every lock lifted, every session ended and every
+    outstanding reset token made useless (a reset by an operator or by token). Returns how many sessions ended."""
+    tx.execute(
+        sql.UPDATE_USER,
+        {
+            "user_key": user_id,
+            "password_hash": new_hash,
+            "failed_login_count": 0,
+            "locked_until": None,
+            "updated_at": now,
+        },
+    )
+    tx.execute(sql.CLEAR_ALL_CLIENT_FAILURES, {"user_key": user_id})
+    ended = sessions.end_sessions(tx, user_id, now)
+    tx.execute(admin_sql.SPEND_OPEN_TOKENS, {"owner_key": user_id, "token_kind": "password_reset", "now": now})
+    return ended
+
+
 def reset_password(ctx: Context, *, namespace: str, username: str, new_password: str) -> None:
     """Set a new password without the old one (operators); ends every session and clears a lock."""
     user = find_user(ctx, namespace, username)
@@ -129,20 +149,7 @@ def reset_password(ctx: Context, *, namespace: str, username: str, new_password:
     new_hash = ctx.passwords.hash(new_password)
     now = ctx.clock()
     with ctx.db.write() as tx:
-        tx.execute(
-            sql.UPDATE_USER,
-            {
-                "user_key": user.id,
-                "password_hash": new_hash,
-                "failed_login_count": 0,
-                "locked_until": None,
-                "updated_at": now,
-            },
-        )
-        tx.execute(sql.CLEAR_ALL_CLIENT_FAILURES, {"user_key": user.id})
-        sessions.end_sessions(tx, user.id, now)
-        # A new password makes outstanding reset tokens useless.
-        tx.execute(admin_sql.SPEND_OPEN_TOKENS, {"owner_key": user.id, "token_kind": "password_reset", "now": now})
+        store_new_password(tx, user.id, new_hash, now)
     security_event("password_reset", namespace=user.namespace, user_id=user.id)
 
 

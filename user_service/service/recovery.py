@@ -19,7 +19,7 @@ from user_service.errors import OneTimeTokenInvalid
 from user_service.events import security_event
 from user_service.passwords import check_password_policy
 from user_service.schemas import OneTimeTokenOut, Profile
-from user_service.service import accounts, sessions
+from user_service.service import accounts
 from user_service.service import admin_statements as admin_sql
 from user_service.service import statements as sql
 from user_service.service.context import Account, Context
@@ -97,19 +97,7 @@ def reset_password(ctx: Context, token: str, new_password: str, *, ip: str | Non
         user, _ = _claim(tx, token, PASSWORD_RESET, now)
         # A password naming the account is refused; the transaction rolls back and the token stays usable.
         accounts.check_policy(ctx, new_password, user)
-        tx.execute(
-            sql.UPDATE_USER,
-            {
-                "user_key": user.id,
-                "password_hash": new_hash,
-                "failed_login_count": 0,
-                "locked_until": None,
-                "updated_at": now,
-            },
-        )
-        tx.execute(sql.CLEAR_ALL_CLIENT_FAILURES, {"user_key": user.id})
-        ended = sessions.end_sessions(tx, user.id, now)
-        spend_open_tokens(tx, user.id, PASSWORD_RESET, now)
+        ended = accounts.store_new_password(tx, user.id, new_hash, now)
     security_event("password_reset", namespace=user.namespace, user_id=user.id, sessions=ended, ip=ip, actor="token")
 
 
