@@ -142,13 +142,14 @@ def test_one_refresh_token_spent_at_once_by_many_clients_rotates_once_and_ends_t
     assert set(by_hash) == {refresh_token_digest(presented), refresh_token_digest(issued["refresh_token"])}
     assert by_hash[refresh_token_digest(presented)].used_at is not None
     assert by_hash[refresh_token_digest(issued["refresh_token"])].used_at is None
-    # Presenting a spent token is treated as theft: the session is over, for the pair the winner got too.
+    # Presenting a spent token is treated as theft: the session is over, for the pair the winner got too, and its
+    # tokens say why (session_revoked).
     assert len(user_sessions) == 1
     assert user_sessions[0].revoked_at is not None
     again = http.post("/auth/refresh", json={"refresh_token": issued["refresh_token"]})
-    assert (again.status_code, again.json()["code"]) == (401, "invalid_token")
+    assert (again.status_code, again.json()["code"]) == (401, "session_revoked")
     me = http.get("/users/me", headers=bearer(issued["access_token"]))
-    assert (me.status_code, me.json()["code"]) == (401, "invalid_token")
+    assert (me.status_code, me.json()["code"]) == (401, "session_revoked")
     assert_clean_log(server, log_start)
 
 

@@ -125,6 +125,10 @@ class KeyRing:
     one); `monotonic` is the clock of its refreshes."""
 
     snapshot: KeySnapshot | None = None
+    # How many reloads have ended, and whether the last one failed (the database unreachable): threads that waited
+    # for a reload take its result, or fail with it, rather than each asking the database again in turn.
+    reloads: int = 0
+    last_reload_failed: bool = False
     last_unknown_kid_reload: float = float("-inf")
     monotonic: Callable[[], float] = time.monotonic
     lock: threading.Lock = field(default_factory=threading.Lock)

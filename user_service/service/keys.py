@@ -15,7 +15,7 @@ from typing import Any
 
 from user_service import signing
 from user_service.config import MAX_ACCESS_TOKEN_TTL_SECONDS
-from user_service.errors import ConfigurationError
+from user_service.errors import ConfigurationError, DatabaseUnavailable
 from user_service.security import CLOCK_LEEWAY_SECONDS
 from user_service.service import statements as sql
 from user_service.service.context import Context, KeySnapshot, SigningKeyInUse
@@ -100,25 +100,46 @@ def ensure(ctx: Context) -> bool:
 def reload(ctx: Context) -> KeySnapshot:
     """Read the published keys again (creating the first ones if there are none) and open the current one."""
     ring = ctx.keys
+    seen = ring.reloads
     with ring.lock:
-        now = ctx.clock()
+        # Another thread reloaded while this one waited for the lock: its result serves this one too, and its
+        # failure fails this one at once (a database that just timed out is not asked again in a queue).
+        if ring.reloads != seen:
+            if ring.last_reload_failed or ring.snapshot is None:
+                raise DatabaseUnavailable()
+            return ring.snapshot
+        try:
+            snapshot = _read_keys(ctx)
+        except DatabaseUnavailable:
+            ring.last_reload_failed = True
+            raise
+        else:
+            ring.last_reload_failed = False
+        finally:
+            ring.reloads += 1
+        return snapshot
+
+
+def _read_keys(ctx: Context) -> KeySnapshot:
+    ring = ctx.keys
+    now = ctx.clock()
+    rows = _published_rows(ctx, now)
+    if not any(row["state"] == "current" for row in rows) or not any(row["state"] == "next" for row in rows):
+        ensure(ctx)
         rows = _published_rows(ctx, now)
-        if not any(row["state"] == "current" for row in rows) or not any(row["state"] == "next" for row in rows):
-            ensure(ctx)
-            rows = _published_rows(ctx, now)
-        verifiers: dict[str, tuple[PublicKey, str]] = {}
-        jwks = []
-        signer = None
-        for row in rows:
-            jwk = json.loads(row["public_jwk"])
-            verifiers[row["kid"]] = (signing.public_key_of(jwk), row["algorithm"])
-            jwks.append(jwk)
-            if row["state"] == "current":
-                signer = SigningKeyInUse(row["kid"], row["algorithm"], _open(ctx, row))
-        if signer is None:
-            raise ConfigurationError("the database holds no current signing key; run `user-service keys rotate`")
-        ring.snapshot = KeySnapshot(signer=signer, verifiers=verifiers, jwks=tuple(jwks), loaded_at=ring.monotonic())
-        return ring.snapshot
+    verifiers: dict[str, tuple[PublicKey, str]] = {}
+    jwks = []
+    signer = None
+    for row in rows:
+        jwk = json.loads(row["public_jwk"])
+        verifiers[row["kid"]] = (signing.public_key_of(jwk), row["algorithm"])
+        jwks.append(jwk)
+        if row["state"] == "current":
+            signer = SigningKeyInUse(row["kid"], row["algorithm"], _open(ctx, row))
+    if signer is None:
+        raise ConfigurationError("the database holds no current signing key; run `user-service keys rotate`")
+    ring.snapshot = KeySnapshot(signer=signer, verifiers=verifiers, jwks=tuple(jwks), loaded_at=ring.monotonic())
+    return ring.snapshot
 
 
 def _published_rows(ctx: Context, now: datetime) -> list[dict[str, Any]]:
@@ -142,6 +163,9 @@ def snapshot(ctx: Context) -> KeySnapshot:
     ring = ctx.keys
     current = ring.snapshot
     if current is None or ring.monotonic() - current.loaded_at >= KEY_REFRESH_SECONDS:
+        if current is not None and ring.lock.locked():
+            # Another thread is reading them now; until it is done, the copy in hand is still good.
+            return current
         return reload(ctx)
     return current
 
