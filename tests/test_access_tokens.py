@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import PASSWORD, START, Api, FakeClock, bearer
+from tests.conftest import PASSWORD, PROFILE_KEYS, START, Api, FakeClock, bearer
 from tests.helpers import assert_unauthorized, claims_of, forge
 from user_service.api.app import create_app
 from user_service.config import Settings
@@ -23,18 +23,6 @@ from user_service.service import UserService
 
 ACCESS_TTL = 900
 REQUIRED = ("sub", "ns", "username", "type", "iat", "exp", "jti")
-PROFILE_KEYS = {
-    "id",
-    "namespace",
-    "username",
-    "email",
-    "email_verified",
-    "full_name",
-    "avatar_url",
-    "extra",
-    "created_at",
-    "updated_at",
-}
 
 
 @pytest.fixture

@@ -48,22 +48,29 @@ REQUESTS: dict[str, tuple[str, Callable[[Api, str], Any]]] = {
 }
 
 
-@pytest.mark.parametrize("request_name", list(REQUESTS))
-def test_a_driver_error_is_a_json_500_and_the_next_request_succeeds(
-    make_api: MakeApi, request_name: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def answer_with(
+    make_api: MakeApi, request_name: str, error: Callable[[Any], Exception], caplog: pytest.LogCaptureFixture
+) -> tuple[Any, Callable[[], Any]]:
+    """The answer to the request while the driver raises `error` on its statement, and a way to send it again."""
     api = make_api(raise_server_exceptions=False)
     token = api.tokens()["access_token"]
     marker, send = REQUESTS[request_name]
     engine = api.client.app.state.service.engine  # type: ignore[attr-defined]
-
-    with caplog.at_level(logging.ERROR), failing(engine, marker, driver_error):
+    with caplog.at_level(logging.ERROR), failing(engine, marker, error):
         response = send(api, token)
+    return response, lambda: send(api, token)
+
+
+@pytest.mark.parametrize("request_name", list(REQUESTS))
+def test_a_driver_error_is_a_json_500_and_the_next_request_succeeds(
+    make_api: MakeApi, request_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    response, again = answer_with(make_api, request_name, driver_error, caplog)
 
     assert_error(response, 500, "internal_error")
     assert response.headers["content-type"] == "application/json"
     assert "injected driver error" not in caplog.text
-    assert send(api, token).status_code == 200
+    assert again().status_code == 200
 
 
 def prepared_statement_clash(dbapi: Any) -> Exception:
@@ -78,13 +85,7 @@ def prepared_statement_clash(dbapi: Any) -> Exception:
 def test_a_prepared_statement_clash_is_a_503_and_the_log_names_the_setting(
     make_api: MakeApi, request_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    api = make_api(raise_server_exceptions=False)
-    token = api.tokens()["access_token"]
-    marker, send = REQUESTS[request_name]
-    engine = api.client.app.state.service.engine  # type: ignore[attr-defined]
-
-    with caplog.at_level(logging.ERROR), failing(engine, marker, prepared_statement_clash):
-        response = send(api, token)
+    response, _ = answer_with(make_api, request_name, prepared_statement_clash, caplog)
 
     assert_error(response, 503, "database_unavailable")
     assert "set DB_POOLER=transaction" in caplog.text

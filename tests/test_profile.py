@@ -18,7 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from tests.conftest import PASSWORD, Api, FakeClock, bearer, registration
+from tests.conftest import PASSWORD, PROFILE_KEYS, Api, FakeClock, bearer, registration
 from user_service.errors import InvalidInput
 from user_service.models import User
 from user_service.service import UserService, merge_extra
@@ -32,18 +32,6 @@ from user_service.validation import (
     normalize_username,
 )
 
-PROFILE_KEYS = {
-    "id",
-    "namespace",
-    "username",
-    "email",
-    "email_verified",
-    "full_name",
-    "avatar_url",
-    "extra",
-    "created_at",
-    "updated_at",
-}
 FILLED_IN = {
     "email": "alice@example.com",
     "full_name": "Alice Liddell",
