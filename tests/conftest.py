@@ -166,6 +166,17 @@ def db_url(database: TemplateDatabase, tmp_path: Path) -> str:
     return database.fresh(tmp_path)
 
 
+@pytest.fixture
+def schema_restored(db_url: str) -> Iterator[None]:
+    """For tests that move the schema: the PostgreSQL database is shared by the run, so hand it back at head."""
+    yield
+    engine = make_engine(Settings(database_url=db_url, _env_file=None))  # type: ignore[call-arg]
+    try:
+        migrations.migrate_to(engine, "head")
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class FakeClock:
     """The service's clock; tests move it instead of sleeping."""

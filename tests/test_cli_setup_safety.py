@@ -54,17 +54,6 @@ def create_user(cli: Cli, username: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-@pytest.fixture
-def schema_restored(db_url: str) -> Iterator[None]:
-    """The PostgreSQL database is shared by the run: hand it back at head."""
-    yield
-    engine = make_engine(Settings(database_url=db_url, _env_file=None))  # type: ignore[call-arg]
-    try:
-        migrations.migrate_to(engine, "head")
-    finally:
-        engine.dispose()
-
-
 # -- migrating down -----------------------------------------------------------------------------------------------
 
 

@@ -11,11 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Api
-from user_service import migrations
 from user_service.api.app import create_app
 from user_service.cli import _server
 from user_service.config import Settings
-from user_service.db import make_engine
 
 
 @pytest.fixture
@@ -23,17 +21,6 @@ def web(make_settings: Callable[..., Settings]) -> Iterator[Api]:
     """The HTTP API on the CLI's database. The CLI stamps tokens with the wall clock, so this app reads it too."""
     with TestClient(create_app(make_settings())) as client:
         yield Api(client)
-
-
-@pytest.fixture
-def schema_restored(db_url: str) -> Iterator[None]:
-    """For tests that move the schema: the PostgreSQL database is shared by the run, so hand it back at head."""
-    yield
-    engine = make_engine(Settings(database_url=db_url, _env_file=None))  # type: ignore[call-arg]
-    try:
-        migrations.migrate_to(engine, "head")
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
