@@ -11,7 +11,9 @@ from typing import Any
 from systems import SYSTEMS
 
 HEADLINE = ("ok_per_s", "p50_ms", "p99_ms", "cpu_ms_per_request", "rss_mib", "rss_growth_mib")
-USER_SERVICE = ("us-sqlite", "us-pg")
+USER_SERVICE = ("us-sqlite", "us-pg", "us-pgbouncer", "us-pg-noprep")
+# Rows where the pooled and unprepared PostgreSQL systems are compared with direct PostgreSQL.
+POOLER_ROWS = {"me": "GET /users/me", "login": "login", "refresh": "refresh"}
 
 Runs = dict[str, dict[str, list[dict[str, Any]]]]  # scenario -> system -> one headline per round
 
@@ -68,6 +70,12 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str,
         entry["vs_own_users_me"] = _ratio(
             _get(summary, "refresh", system, "ok_per_s"), _get(summary, "me", system, "ok_per_s")
         )
+    for scenario in POOLER_ROWS:
+        for system in ("us-pgbouncer", "us-pg-noprep"):
+            if system in result[scenario]:
+                result[scenario][system]["vs_direct_postgres"] = _ratio(
+                    _get(summary, scenario, system, "ok_per_s"), _get(summary, scenario, "us-pg", "ok_per_s")
+                )
     scale_two = _get(summary, "scale", "us-sqlite-2w", "ok_per_s")
     scale_one = _get(summary, "scale", "us-sqlite", "ok_per_s")
     result["scale"] = {"us-sqlite-2w": {"metric": "ok_per_s", "vs_one_worker": _ratio(scale_two, scale_one)}}
@@ -140,6 +148,13 @@ def targets(summary: dict[str, dict[str, dict[str, Any]]], ratio: dict[str, Any]
             "<= 64",
             lambda v: v <= 64,
         )
+    for scenario, name in POOLER_ROWS.items():
+        add(
+            f"{name} through PgBouncer (transaction mode) / direct PostgreSQL",
+            r(scenario, "us-pgbouncer", "vs_direct_postgres"),
+            ">= 0.85 (costs <= 15 %)",
+            lambda v: v >= 0.85,
+        )
     registration_errors = summary.get("register", {}).get("us-sqlite", {}).get("errors")
     add("registration burst errors (SQLite)", registration_errors, "0", lambda v: v == 0)
     scale = ratio.get("scale", {}).get("us-sqlite-2w", {}).get("vs_one_worker")
@@ -186,6 +201,10 @@ def table(
                 f"{_fmt(median['rss_growth_mib']):>8} "
                 f"{_fmt(peer, '.2f', 'x'):>7} {_fmt(ceiling, '.2f', 'x'):>8}"
             )
+        for system, entry in ratio.get(scenario, {}).items():
+            if entry.get("vs_direct_postgres") is not None:
+                direct = _fmt(entry["vs_direct_postgres"], ".2f", "x")
+                lines.append(f"   {SYSTEMS[system].label}: over direct PostgreSQL = {direct}")
         if scenario == "refresh":
             for system, entry in ratio.get("refresh", {}).items():
                 own = _fmt(entry.get("vs_own_users_me"), ".2f", "x")

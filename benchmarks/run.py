@@ -65,6 +65,9 @@ REFRESH_SPARE_TOKENS = 4
 SETTLE_SECONDS = 0.3
 MAX_ROUNDS = 20
 MAX_DURATION = 120
+# PostgreSQL through PgBouncer in transaction mode, and PostgreSQL directly without prepared statements (what the
+# pooler setting also turns off): their ratios to direct PostgreSQL split the pooler's cost from the statements'.
+POOLED = ("us-pgbouncer", "us-pg-noprep")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "me",
             "(a) GET /users/me with a valid token (ceiling: bare GET /ping)",
-            ("us-sqlite", "us-pg", "fau", "ceiling"),
+            ("us-sqlite", "us-pg", *POOLED, "fau", "ceiling"),
             False,
             "ok/s over fastapi-users' and over the bare endpoint's",
         ),
@@ -91,7 +94,7 @@ SCENARIOS: dict[str, Scenario] = {
             "login",
             f"(b) login with valid credentials, bcrypt cost {BCRYPT_ROUNDS} "
             "(ceiling: one bcrypt check in the thread pool)",
-            ("us-sqlite", "us-pg", "fau", "ceiling"),
+            ("us-sqlite", "us-pg", *POOLED, "fau", "ceiling"),
             True,
             "ok/s over fastapi-users' and over the bcrypt endpoint's",
         ),
@@ -113,7 +116,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "refresh",
             "(e) refresh, each token spent once (fastapi-users has none)",
-            ("us-sqlite", "us-pg"),
+            ("us-sqlite", "us-pg", *POOLED),
             False,
             "ok/s over fastapi-users' login, its closest equivalent (from (b)), and over the bare endpoint's",
         ),
@@ -273,7 +276,7 @@ class Bench:
         needed = self.systems_needed()
         if "fau" in needed:
             self.peer_python = ensure_peer_venv(upgrade=self.args.upgrade_peers)
-        if "us-pg" in needed:
+        if any(SYSTEMS[key].database == "postgresql" for key in needed):
             if self.args.no_postgres:
                 self.postgres_note = "skipped (--no-postgres)"
             elif not postgres_reachable(self.args.postgres_url):
@@ -283,7 +286,7 @@ class Bench:
                 self.postgres_note = f"database {self.postgres.name} on PostgreSQL {self.postgres.server_version}"
             if self.postgres is None:
                 print(f"PostgreSQL: {self.postgres_note}", flush=True)
-                self.plan = {k: [s for s in v if s != "us-pg"] for k, v in self.plan.items()}
+                self.plan = {k: [s for s in v if SYSTEMS[s].database != "postgresql"] for k, v in self.plan.items()}
         self.launcher = Launcher(
             self.pool, self.workdir, peer_python=self.peer_python, postgres=self.postgres, log_level=self.args.log_level
         )
@@ -636,6 +639,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         pool.close()
+        if bench.launcher is not None:
+            bench.launcher.close()
         if bench.postgres is not None:
             try:
                 bench.postgres.drop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -9,8 +10,9 @@ import random
 import secrets
 import socket
 import subprocess
+import sys
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,16 @@ ACCESS_TOKEN_TTL_SECONDS = 900
 UPLOAD_USERS = 16
 LOGIN_WORKERS = 4
 MULTIPART_BOUNDARY = "benchmark-boundary-7f3a9c"
+SERVICE_POOL_SIZE = 15  # DB_POOL_SIZE (5) + DB_MAX_OVERFLOW (10), the service's defaults
+
+
+def pgbouncer_launcher() -> Callable[..., contextlib.AbstractContextManager[int]]:
+    """The e2e tests' PgBouncer launcher (tests/pgbouncer.py), so the benchmark runs the configuration they prove."""
+    sys.path.insert(0, str(HERE.parent))
+    from tests.pgbouncer import running_pgbouncer
+
+    launcher: Callable[..., contextlib.AbstractContextManager[int]] = running_pgbouncer
+    return launcher
 
 
 class PrepareError(RuntimeError):
@@ -42,6 +54,8 @@ class SystemSpec:
     workers: int = 1
     metrics: bool = False  # serve --metrics-port
     storage: str = "local"  # user-service's AVATAR_STORAGE: "local" or "s3"
+    pooler: bool = False  # PostgreSQL through PgBouncer in transaction mode (DB_POOLER=transaction)
+    prepared_statements: bool = True  # DB_PREPARED_STATEMENTS (the pooler setting turns them off as well)
 
 
 SYSTEMS: dict[str, SystemSpec] = {
@@ -49,6 +63,10 @@ SYSTEMS: dict[str, SystemSpec] = {
     for spec in (
         SystemSpec("us-sqlite", "user-service (SQLite)", "user-service", "sqlite"),
         SystemSpec("us-pg", "user-service (PostgreSQL)", "user-service", "postgresql"),
+        SystemSpec("us-pgbouncer", "user-service (PG via PgBouncer)", "user-service", "postgresql", pooler=True),
+        SystemSpec(
+            "us-pg-noprep", "user-service (PG, unprepared)", "user-service", "postgresql", prepared_statements=False
+        ),
         SystemSpec("fau", "fastapi-users (SQLite)", "fastapi-users", "sqlite"),
         SystemSpec("ceiling", "ceiling (bare FastAPI / bcrypt)", "ceiling"),
         SystemSpec("us-sqlite-2w", "user-service (SQLite, 2 workers)", "user-service", "sqlite", workers=2),
@@ -203,18 +221,58 @@ class Launcher:
         self.migrated: set[str] = set()
         self.starts = 0
         self.s3_endpoint: str | None = None
+        # Every PostgreSQL system but us-pg gets a fresh database of its own, dropped by close().
+        self.databases: dict[str, PostgresDatabase] = {}
+        self.pgbouncer_port: int | None = None
+        self._stack = contextlib.ExitStack()
+
+    def _postgres_for(self, spec: SystemSpec) -> PostgresDatabase:
+        if self.postgres is None:
+            raise PrepareError("PostgreSQL is not available")
+        if spec.key == "us-pg":
+            return self.postgres
+        if spec.key not in self.databases:
+            self.databases[spec.key] = PostgresDatabase(self.postgres.admin_url)
+        return self.databases[spec.key]
+
+    def _through_pgbouncer(self, url: str) -> str:
+        """`url` with PgBouncer's address: the e2e tests' PgBouncer in transaction mode, started once, its server
+        pool as large as the service's pool can grow (DB_POOL_SIZE + DB_MAX_OVERFLOW), so only the pooler differs."""
+        parsed = urllib.parse.urlsplit(url)
+        if self.pgbouncer_port is None:
+            running_pgbouncer = pgbouncer_launcher()
+            self.pgbouncer_port = self._stack.enter_context(
+                running_pgbouncer(parsed.port or 5432, default_pool_size=str(SERVICE_POOL_SIZE))
+            )
+        return urllib.parse.urlunsplit(parsed._replace(netloc=f"{parsed.username}@127.0.0.1:{self.pgbouncer_port}"))
 
     def database_url(self, spec: SystemSpec) -> str:
         if spec.database == "postgresql":
-            if self.postgres is None:
-                raise PrepareError("PostgreSQL is not available")
-            return self.postgres.url
+            url = self._postgres_for(spec).url
+            return self._through_pgbouncer(url) if spec.pooler else url
         return f"sqlite:///{self.workdir / (spec.key + '.db')}"
+
+    def close(self) -> None:
+        """Stop PgBouncer and drop the databases made for single systems."""
+        self._stack.close()
+        for database in self.databases.values():
+            try:
+                database.drop()
+            except Exception as error:
+                print(f"could not drop PostgreSQL database {database.name}: {error}", file=sys.stderr)
+
+    def _database_env(self, spec: SystemSpec) -> dict[str, str]:
+        env = {"DATABASE_URL": self.database_url(spec)}
+        if spec.pooler:
+            env |= {"DB_POOLER": "transaction", "MIGRATION_DATABASE_URL": self._postgres_for(spec).url}
+        if not spec.prepared_statements:
+            env["DB_PREPARED_STATEMENTS"] = "false"
+        return env
 
     def _user_service_env(self, spec: SystemSpec, upload_dir: Path) -> dict[str, str]:
         return {
             **base_env(),
-            "DATABASE_URL": self.database_url(spec),
+            **self._database_env(spec),
             "JWT_SECRET_KEY": self.secret,
             "BCRYPT_ROUNDS": str(BCRYPT_ROUNDS),
             "ACCESS_TOKEN_TTL_SECONDS": str(ACCESS_TOKEN_TTL_SECONDS),
@@ -261,7 +319,7 @@ class Launcher:
         }
 
     def _migrate(self, spec: SystemSpec, env: dict[str, str]) -> None:
-        url = env["DATABASE_URL"]
+        url = env.get("MIGRATION_DATABASE_URL", env["DATABASE_URL"])
         if url in self.migrated:
             return
         result = subprocess.run(

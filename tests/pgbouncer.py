@@ -1,5 +1,6 @@
 """A real PgBouncer (the system's package) in transaction mode in front of the test PostgreSQL, started and stopped
-by the tests: its own configuration in a temporary folder, a free loopback port, trust authentication.
+by the tests and by the benchmark (which so runs the configuration the tests prove): its own configuration in a
+temporary folder, a free loopback port, trust authentication.
 
 PgBouncer refuses to run as root: under root it is started with `-u postgres`, which is why its folder is made
 readable by that user. Every wait is bounded.
@@ -16,8 +17,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 START_DEADLINE = 15.0
@@ -74,7 +73,7 @@ def running_pgbouncer(target_port: int, **extra: str) -> Iterator[int]:
     """PgBouncer on a free loopback port in front of PostgreSQL at `target_port`, for as long as the block runs;
     yields its port. `extra` adds or overrides pgbouncer.ini settings."""
     if not Path(PGBOUNCER).exists():
-        pytest.fail(f"PgBouncer is not installed ({PGBOUNCER}); `apt-get install -y pgbouncer`")
+        raise RuntimeError(f"PgBouncer is not installed ({PGBOUNCER}); `apt-get install -y pgbouncer`")
     folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     # Readable by the postgres user that PgBouncer switches to.
     folder.chmod(0o755)
