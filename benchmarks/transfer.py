@@ -79,12 +79,13 @@ def run(url: str, *args: str) -> tuple[float, int]:
 
 
 def page_latencies(url: str, pages: int) -> dict[str, float]:
-    """Median milliseconds of list_users pages of 50: the first, deep ones (after a cursor), a rare prefix."""
+    """Median milliseconds of list_users pages of 50: the first, deep ones (after a cursor), a rare prefix and a
+    common one."""
     from user_service.config import Settings
     from user_service.service import UserService
 
     settings = Settings(database_url=url, jwt_secret_key=SECRET, _env_file=None)  # type: ignore[call-arg]
-    timings: dict[str, list[float]] = {"first page": [], "deep page": [], "search": []}
+    timings: dict[str, list[float]] = {"first page": [], "deep page": [], "search": [], "common prefix": []}
     with UserService(settings) as service:
         cursor, seen = None, 0
         # Walk forward through the namespace in steps of 500 users to collect cursors spread over it.
@@ -102,6 +103,8 @@ def page_latencies(url: str, pages: int) -> dict[str, float]:
                 "first page": {},
                 "deep page": {"after": cursors[-1 - index % len(cursors)]},
                 "search": {"search": f"USER{(index * 7919) % 99999:05d}"},
+                # A prefix a tenth of the users share: the matches are dense in order of creation.
+                "common prefix": {"search": f"user0{index % 10}"},
             }
             for kind, options in calls.items():
                 began = time.perf_counter()

@@ -3,11 +3,16 @@ order, prefix search, filters, one account's state, namespaces, and ending a use
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+from typing import Any
+
 import pytest
 
 from tests.conftest import PASSWORD, FakeClock, registration
 from user_service.errors import InvalidCredentials, InvalidInput, InvalidToken, UserNotFound
-from user_service.service import UserService
+from user_service.service import UserService, directory
+from user_service.service import statements as sql
 
 
 def add(service: UserService, clock: FakeClock, *names: str, namespace: str = "app-x") -> None:
@@ -58,6 +63,61 @@ def test_search_matches_a_username_or_email_prefix_whatever_its_case(service: Us
 
     assert [item.username for item in found.items] == ["alice", "alina", "zed"]
     assert [item.username for item in literal.items] == ["a_b"]
+
+
+def explain(service: UserService, statement: Any, params: dict[str, Any]) -> str:
+    """The database's plan for `statement`, as text."""
+    with service.engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # A table this small is read through whatever its size; forbid that to see what the indexes can do.
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        query = statement.params(params).compile(connection, compile_kwargs={"literal_binds": True})
+        command = "EXPLAIN QUERY PLAN" if connection.dialect.name == "sqlite" else "EXPLAIN"
+        rows = connection.exec_driver_sql(f"{command} {query}").all()
+    return "\n".join(" ".join(str(value) for value in row) for row in rows)
+
+
+def test_a_rare_prefix_is_read_through_the_username_and_email_indexes(service: UserService, clock: FakeClock) -> None:
+    """On a million users a search must not read the namespace through: a prefix few users have is found through
+    the (namespace, username) and (namespace, email) unique indexes, on either database."""
+    add(service, clock, "alice", "bob")
+    params = {"namespace": "app-x", "limit": 51, **directory._prefix_params("Al")}
+
+    plan = explain(service, sql.USER_PAGES[("sparse", False, False)], params)
+
+    assert "uq_users_namespace_username" in plan or "sqlite_autoindex_users_2" in plan, plan
+    assert "uq_users_namespace_email" in plan or "sqlite_autoindex_users_3" in plan, plan
+    assert "ix_users_namespace_created_at_id" not in plan, plan
+
+
+def test_a_prefix_many_users_share_walks_the_namespace_in_order(service: UserService, clock: FakeClock) -> None:
+    names = [f"user{index:04d}" for index in range(sql.SPARSE_PREFIX_MATCHES + 5)]
+    with service.engine.begin() as connection:
+        connection.execute(
+            sql.USERS.insert(),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "namespace": "app-x",
+                    "username": name,
+                    "email": f"{name}@example.com",
+                    "password_hash": "x" * 60,
+                    "extra": {},
+                    "created_at": clock.now + timedelta(milliseconds=index),
+                    "updated_at": clock.now,
+                }
+                for index, name in enumerate(names)
+            ],
+        )
+    add(service, clock, "zed")
+
+    dense = service.list_users("app-x", search="USER", limit=3)
+    sparse = service.list_users("app-x", search="user0001", limit=500)
+
+    assert [item.username for item in dense.items] == names[:3]
+    assert [item.username for item in sparse.items] == [name for name in names if name.startswith("user0001")]
+    plan = explain(service, sql.USER_PAGES[("dense", False, False)], {"namespace": "app-x", "limit": 4, "prefix": "u%"})
+    assert "ix_users_namespace_created_at_id" in plan, plan
 
 
 def test_filters_by_active_state(service: UserService, clock: FakeClock) -> None:

@@ -11,6 +11,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from user_service.db import Base, UTCDateTime
 
 
+def bytewise(length: int) -> String:
+    """A string compared byte by byte: prefix searches are index ranges whatever the database's collation (SQLite's
+    default BINARY already is; on PostgreSQL the "C" collation, which keeps equality as it was)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (
@@ -22,9 +28,9 @@ class User(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     namespace: Mapped[str] = mapped_column(String(63))
-    username: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str] = mapped_column(bytewise(64))
     password_hash: Mapped[str] = mapped_column(String(60))
-    email: Mapped[str | None] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(bytewise(320))
     full_name: Mapped[str | None] = mapped_column(String(200))
     avatar_url: Mapped[str | None] = mapped_column(String(2048))
     # Set when the avatar was uploaded here: the storage key of the file; avatar_url is then derived from it.

@@ -40,9 +40,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     return position
 
 
-def _like_prefix(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
+# Above every character: [prefix, prefix + this) holds every string that starts with prefix, in byte order.
+_LAST_CHARACTER = "\U0010ffff"
+
+
+def _prefix_params(text: str) -> dict[str, str]:
+    """The bounds and the LIKE pattern of a case-insensitive prefix search (stored names are lowercase)."""
+    prefix = text.lower()
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return {"prefix": escaped + "%", "prefix_low": prefix, "prefix_high": prefix + _LAST_CHARACTER}
 
 
 def list_users(
@@ -65,13 +71,17 @@ def list_users(
         raise InvalidInput("namespace must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit")
     params: dict[str, object] = {"namespace": key[0], "limit": limit + 1}
     if search:
-        params["prefix"] = _like_prefix(search)
+        params |= _prefix_params(search)
     if active is not None:
         params["active"] = active
     if after is not None:
         params["after_created"], params["after_id"] = decode_cursor(after)
-    statement = sql.USER_PAGES[(bool(search), active is not None, after is not None)]
     with ctx.db.read() as tx:
+        mode = None
+        if search:
+            counts = tx.execute(sql.PREFIX_MATCH_COUNTS, {**params, "cap": sql.SPARSE_PREFIX_MATCHES}).one()
+            mode = "dense" if max(counts) >= sql.SPARSE_PREFIX_MATCHES else "sparse"
+        statement = sql.USER_PAGES[(mode, active is not None, after is not None)]
         rows = tx.execute(statement, params).mappings().all()
     items = [UserSummary(**row) for row in rows[:limit]]
     following = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None

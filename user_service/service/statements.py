@@ -5,7 +5,24 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    ScalarSelect,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union,
+    update,
+)
 
 from user_service.models import AuthSession, LoginFailure, RefreshToken, SigningKey, User
 
@@ -173,12 +190,20 @@ USER_SUMMARY = (
 )
 
 
-def _user_page(*, search: bool, active: bool, after: bool) -> Select[Any]:
+# A prefix search reads the matches through the (namespace, username) and (namespace, email) unique indexes when
+# they are few (at most this many per column), and walks the namespace in order of creation when they are many.
+SPARSE_PREFIX_MATCHES = 2000
+# Stored usernames and emails are lowercase: a lowercase prefix matches them case-insensitively. The range
+# [prefix_low, prefix_high) is what the unique indexes can serve: both columns compare byte by byte (SQLite's BINARY,
+# PostgreSQL's "C"), so it holds exactly the strings that start with the prefix; the LIKE keeps that so in any case.
+_PREFIX_LOW = bindparam("prefix_low", type_=USERS.c.username.type)
+_PREFIX_HIGH = bindparam("prefix_high", type_=USERS.c.username.type)
+_PREFIX_PATTERN = bindparam("prefix", type_=USERS.c.username.type)
+_PREFIXED = (USERS.c.username, USERS.c.email)
+
+
+def _page_conditions(*, active: bool, after: bool) -> list[ColumnElement[bool]]:
     conditions = [USERS.c.namespace == bindparam("namespace")]
-    if search:
-        # Stored usernames and emails are lowercase: a lowercase prefix matches them case-insensitively.
-        prefix = bindparam("prefix", type_=USERS.c.username.type)
-        conditions.append(or_(USERS.c.username.like(prefix, escape="\\"), USERS.c.email.like(prefix, escape="\\")))
     if active:
         conditions.append(USERS.c.is_active == bindparam("active"))
     if after:
@@ -188,16 +213,44 @@ def _user_page(*, search: bool, active: bool, after: bool) -> Select[Any]:
                 bindparam("after_created", type_=USERS.c.created_at.type), bindparam("after_id", type_=USERS.c.id.type)
             )
         )
-    return select(*USER_SUMMARY).where(*conditions).order_by(USERS.c.created_at, USERS.c.id).limit(bindparam("limit"))
+    return conditions
 
 
-# One prebuilt statement for each combination of filters: (search, active, after) -> statement.
+def _in_range(column: ColumnElement[Any]) -> list[ColumnElement[bool]]:
+    return [column >= _PREFIX_LOW, column < _PREFIX_HIGH, column.like(_PREFIX_PATTERN, escape="\\")]
+
+
+def _user_page(*, search: str | None, active: bool, after: bool) -> Select[Any]:
+    conditions = _page_conditions(active=active, after=after)
+    limit = bindparam("limit", type_=Integer)
+    if search == "sparse":
+        # One index range per column; the few matches are then put in order of creation.
+        matches = union(
+            *(select(*USER_SUMMARY).where(*conditions, *_in_range(column)) for column in _PREFIXED)
+        ).subquery("matches")
+        return select(matches).order_by(matches.c.created_at, matches.c.id).limit(limit)
+    if search == "dense":
+        # Matches are everywhere: walking the namespace in order of creation meets a page of them soon.
+        conditions.append(or_(*(column.like(_PREFIX_PATTERN, escape="\\") for column in _PREFIXED)))
+    return select(*USER_SUMMARY).where(*conditions).order_by(USERS.c.created_at, USERS.c.id).limit(limit)
+
+
+def _prefix_count(column: ColumnElement[Any]) -> ScalarSelect[Any]:
+    """How many of a namespace's values of `column` fall in the prefix's range, counted up to the cap."""
+    inner = select(literal(1)).where(USERS.c.namespace == bindparam("namespace"), column >= _PREFIX_LOW)
+    capped = inner.where(column < _PREFIX_HIGH).limit(bindparam("cap", type_=Integer)).subquery()
+    return select(func.count()).select_from(capped).scalar_subquery()
+
+
+# One prebuilt statement for each combination: (search: None, "sparse" or "dense", active, after) -> statement.
 USER_PAGES = {
     (search, active, after): _user_page(search=search, active=active, after=after)
-    for search in (False, True)
+    for search in (None, "sparse", "dense")
     for active in (False, True)
     for after in (False, True)
 }
+# The prefix's matches by username and by email, each counted up to `cap`: which of the two searches to run.
+PREFIX_MATCH_COUNTS = select(*(_prefix_count(column).label(column.name) for column in _PREFIXED))
 LIVE_SESSION_COUNT = select(func.count()).where(OPEN_SESSIONS, SESSIONS.c.expires_at > bindparam("now"))
 NAMESPACE_COUNTS = (
     select(USERS.c.namespace, func.count().label("users")).group_by(USERS.c.namespace).order_by(USERS.c.namespace)
