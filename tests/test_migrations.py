@@ -83,6 +83,18 @@ def test_models_and_migrations_agree(engine: Engine) -> None:
     assert differences == []
 
 
+def test_the_quick_head_check_agrees_with_alembic_at_every_revision(engine: Engine) -> None:
+    """Commands check that the database is at head without importing Alembic: the answer is Alembic's own."""
+    assert migrations.shipped_head() == migrations.head_revision()
+    seen = []
+    for revision in ["base", *migrations.history()]:
+        migrations.migrate_to(engine, revision)
+        seen.append((migrations.stored_revision(engine), migrations.is_at_head(engine)))
+
+    expected = [(None, False)] + [(rev, rev == migrations.head_revision()) for rev in migrations.history()]
+    assert seen == expected
+
+
 def test_unknown_target_revision_is_refused(engine: Engine) -> None:
     with pytest.raises(InvalidInput, match="unknown revision"):
         migrations.migrate_to(engine, "0123456789ab")
