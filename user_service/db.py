@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
@@ -28,6 +30,9 @@ NAMING_CONVENTION = {
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 ENGINE_LOGGING_NAME = "user_service"
+# A pooled PostgreSQL connection idle at least this long is pinged before it is used again.
+PING_AFTER_IDLE_SECONDS = 1.0
+_IDLE_SINCE = "user_service_idle_since"
 SINGLE_STATEMENT = "user_service_single_statement"
 
 
@@ -134,7 +139,9 @@ def make_engine(settings: Settings, *, create: bool = True) -> Engine:
         connect_args["prepare_threshold"] = None
     engine = create_engine(
         url,
-        pool_pre_ping=True,
+        # Most recently returned first: under load the same few connections serve every request, the others stay
+        # idle until they are pinged or recycled.
+        pool_use_lifo=True,
         # Statement parameters hold password hashes and token digests: keep them out of logs and error messages.
         hide_parameters=True,
         logging_name=ENGINE_LOGGING_NAME,
@@ -144,9 +151,33 @@ def make_engine(settings: Settings, *, create: bool = True) -> Engine:
         pool_recycle=settings.db_pool_recycle_seconds,
         connect_args=connect_args,
     )
+    _ping_after_idle(engine)
     if not pooled:
         _check_startup_options(engine, settings)
     return engine
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it has been idle for a while: a database restart or a dropped
+    idle connection is then found before a request uses it (the pool replaces it, and every connection as old), while
+    a connection going straight from one request to the next costs no extra round trip (SQLAlchemy's pool_pre_ping
+    pings on every checkout). A connection that dies between two close uses fails its statement instead: single-row
+    reads run once more on a fresh connection (`Database.read_one`), other requests answer 503 once."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(type(exc).__name__) from None
 
 
 def migration_settings(settings: Settings) -> Settings:

@@ -120,9 +120,15 @@ class Database:
         """The first row of one SELECT, by column name, run outside a transaction."""
         thread = threading.get_ident()
         if thread not in self.thread_readers:
-            with _database_errors(), self._single_reads.connect() as connection:
-                row = connection.execute(statement, params).first()
-                return row._mapping if row is not None else None
+            with _database_errors():
+                try:
+                    return self._single_read(statement, params)
+                except DBAPIError as exc:
+                    if not exc.connection_invalidated:
+                        raise
+                # The connection had died in the pool (a database restart): the pool has dropped it and every
+                # one as old, and the read runs once more on a fresh connection.
+                return self._single_read(statement, params)
         with _database_errors():
             kept = self.thread_readers[thread]
             if kept is None:
@@ -134,6 +140,11 @@ class Database:
                 self.thread_readers[thread] = None
                 kept.close()
                 raise
+            return row._mapping if row is not None else None
+
+    def _single_read(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
+        with self._single_reads.connect() as connection:
+            row = connection.execute(statement, params).first()
             return row._mapping if row is not None else None
 
     def ping(self) -> bool:
