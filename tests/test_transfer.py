@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from user_service.config import Settings
 from user_service.db import make_engine
 from user_service.errors import EmailTaken, InvalidInput, UserDisabled, UserIdTaken, UsernameTaken
 from user_service.schemas import ImportedUser
-from user_service.service import UserService
+from user_service.service import UserService, import_batch
+from user_service.service import statements as sql
 from user_service.service.import_batch import ImportReport
 from user_service.validation import parse_input
 
@@ -275,3 +277,23 @@ def test_export_then_import_moves_users_from_sqlite_to_postgresql_and_back(tmp_p
         # The password is right (a wrong one would be InvalidCredentials) and the account stays disabled.
         with pytest.raises(UserDisabled):
             back.login(namespace="other", username="bob", password=PASSWORD)
+
+
+def test_a_user_created_between_the_check_and_the_write_keeps_the_whole_file_out(
+    service: UserService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch is checked against the stored users before it is written; a user stored in between (another
+    request, another instance) makes the write fail on the unique index: nothing of the file is kept and the message
+    says to run the import again, on both databases (PostgreSQL writes the batch with COPY)."""
+    real_insert = import_batch.insert_rows
+
+    def after_a_racing_registration(tx: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+        racer = {**rows[-1], "id": uuid.uuid4(), "email": None}
+        tx.execute(sql.INSERT_USER, racer)
+        real_insert(tx, table, rows)
+
+    monkeypatch.setattr(import_batch, "insert_rows", after_a_racing_registration)
+
+    with pytest.raises(UsernameTaken, match=r"during the import.*run it again"):
+        run_import(service, jsonl(line("alice"), line("bob")))
+    assert usernames(service) == []

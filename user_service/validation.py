@@ -9,6 +9,8 @@ them, for the HTTP door, the CLI and the settings alike.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
@@ -74,6 +76,27 @@ def normalize_username(value: str) -> str:
     if not 1 <= len(value) <= USERNAME_MAX or not _USERNAME_RE.fullmatch(value):
         raise ValueError(f"username must be 1-{USERNAME_MAX} characters of ASCII letters, digits and . _ - @ +")
     return value.lower()
+
+
+def _remember_domain_checks() -> None:
+    """Let email-validator remember the domains it has checked. Checking a domain (IDNA and UTS #46, character by
+    character) is most of the time of checking an address, and an import of a million users brings a few domains a
+    million times. The check is a pure function of its arguments, so remembering it changes no answer; it is
+    wrapped once, in the module that calls it, and hands out a copy of what it remembers."""
+    module = importlib.import_module("email_validator.validate_email")
+    check = getattr(module, "validate_email_domain_name")  # noqa: B009 (mypy does not see the module's names)
+    if getattr(check, "__wrapped__", None) is not None:
+        return
+    remembered = functools.lru_cache(maxsize=4096)(check)
+
+    @functools.wraps(check)
+    def checked_domain(domain: str, **options: Any) -> dict[str, Any]:
+        return dict(remembered(domain, **options))
+
+    setattr(module, "validate_email_domain_name", checked_domain)  # noqa: B010 (an attribute of another module)
+
+
+_remember_domain_checks()
 
 
 def normalize_email(value: str) -> str:

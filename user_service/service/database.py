@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, text
+from sqlalchemy import Connection, Engine, Executable, Table, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -81,6 +81,29 @@ def _database_errors() -> Iterator[None]:
         telemetry.database_error("driver")
         log.error("database error: %s", type(exc.orig).__name__)
         raise DatabaseError() from None
+
+
+def insert_rows(tx: Transaction, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows of `table` (dicts with the same keys) in one go: on PostgreSQL with COPY, several times the
+    rate of INSERTs even pipelined, each value made ready by its column type as an INSERT would; elsewhere one
+    executemany INSERT. Driver errors come out as SQLAlchemy's, as from any statement."""
+    if not rows:
+        return
+    if tx.dialect.name != "postgresql":
+        tx.execute(table.insert(), rows)
+        return
+    columns = list(rows[0])
+    processors = [table.c[name].type._cached_bind_processor(tx.dialect) for name in columns]
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    dbapi = tx.dialect.loaded_dbapi
+    driver_connection: Any = tx.connection.driver_connection
+    try:
+        with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                values = row.values()
+                copy.write_row([v if p is None else p(v) for p, v in zip(processors, values, strict=True)])
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error, dialect=tx.dialect) from None
 
 
 class Database:

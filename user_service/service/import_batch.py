@@ -12,7 +12,7 @@ from typing import Any
 from user_service.schemas import ImportedUser
 from user_service.service import statements as sql
 from user_service.service import transfer_sql as tsql
-from user_service.service.database import Transaction
+from user_service.service.database import Transaction, insert_rows
 
 BATCH_SIZE = 1000
 # A batch waits at most this long for more users before it is written: lines with plain passwords are hashed one by
@@ -86,7 +86,7 @@ class ImportBatch:
             else:
                 updates.append(_update_of(user, row, existing))
         if inserts:
-            self.tx.execute(sql.INSERT_USER, inserts)
+            insert_rows(self.tx, sql.USERS, inserts)
         if updates:
             self.tx.execute(sql.UPDATE_USER, updates)
         self.report.imported += len(inserts)
