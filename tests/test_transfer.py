@@ -297,3 +297,19 @@ def test_a_user_created_between_the_check_and_the_write_keeps_the_whole_file_out
     with pytest.raises(UsernameTaken, match=r"during the import.*run it again"):
         run_import(service, jsonl(line("alice"), line("bob")))
     assert usernames(service) == []
+
+
+def test_refused_lines_are_reported_in_the_order_of_the_file_across_batches(
+    service: UserService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are written while the next ones are read: a line refused when its batch is written (a name taken)
+    and one refused as it is read (an invalid name) are still reported in the order of the file, each once."""
+    monkeypatch.setattr(import_batch, "BATCH_SIZE", 2)
+    run_import(service, jsonl(line("taken1"), line("taken2")))
+    lines = [line("a1"), line("taken1"), line("x" * 65), line("a2"), line("taken2"), line("y" * 65), line("a3")]
+
+    report, problems = run_import(service, jsonl(*lines), skip_invalid=True)
+
+    assert [problem.split(":")[0] for problem in problems] == ["2", "3", "5", "6"]
+    assert (report.users, report.imported, report.refused, report.written) == (7, 3, 4, True)
+    assert usernames(service) == ["a1", "a2", "a3", "taken1", "taken2"]

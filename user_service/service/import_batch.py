@@ -1,11 +1,12 @@
 """A batch of imported users: the stored users it collides with are read, then the rest is written together, within
 the import's transaction. Collisions are found against stored rows only: a user colliding with one still waiting
-sends the batch first, so memory holds one batch whatever the file's size."""
+sends the batch first, so memory holds two batches (one being written, one filling) whatever the file's size."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,16 +35,49 @@ class ImportReport:
     written: bool = False
 
 
+Pending = list[tuple[int, ImportedUser, dict[str, Any]]]
+
+
+@dataclass
+class _Written:
+    """What writing one batch did: lines refused for a collision, users inserted and updated."""
+
+    refused: list[tuple[int, str]]
+    imported: int
+    updated: int
+
+
 class ImportBatch:
-    """Users waiting to be written together, and the lines refused since the last batch was written."""
+    """Users waiting to be written together, and the lines refused whose report waits for the lines before them.
+
+    A batch is written on a thread of its own while the next one is read and checked: the write waits for the
+    database (PostgreSQL's server, SQLite's C code, neither holding the GIL), the checks for the CPU. Writes run one
+    after another on the one connection of the import's transaction, never at once; each batch is checked against
+    the stored users, those of the batches written before it included. Use as a context manager: leaving it waits for
+    the write in progress, so the transaction is never ended under it."""
 
     def __init__(self, tx: Transaction, report: ImportReport, on_problem: ProblemSink, *, upsert: bool) -> None:
         self.tx, self.report, self.on_problem, self.upsert = tx, report, on_problem, upsert
-        self.pending: list[tuple[int, ImportedUser, dict[str, Any]]] = []
+        self.pending: Pending = []
         self.keys: set[tuple[Any, ...]] = set()
-        # Lines refused since the last flush, reported with the batch's own refusals in the order of the file.
+        # Refused lines not reported yet: reported in the order of the file once every line before them is judged.
         self.refused: list[tuple[int, str]] = []
         self.started = time.monotonic()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer")
+        self._writing: Future[_Written] | None = None
+
+    def __enter__(self) -> ImportBatch:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        try:
+            if kind is None:
+                self._wait()
+            elif self._writing is not None:
+                # Something else ends the import: let the write in progress end, whatever it raised.
+                wait([self._writing])
+        finally:
+            self._writer.shutdown(wait=True)
 
     def refuse(self, number: int, reason: str) -> None:
         self.refused.append((number, reason))
@@ -61,38 +95,56 @@ class ImportBatch:
         self.keys |= keys
 
     def flush(self) -> None:
-        self._write()
+        """Wait for the batch being written, then hand over the pending one and report the refused lines before it."""
+        self._wait()
+        batch, self.pending, self.keys = self.pending, [], set()
+        self._report(before=batch[0][0] if batch else None)
+        if batch:
+            self._writing = self._writer.submit(self._write, batch)
         self.started = time.monotonic()
-        self.report.refused += len(self.refused)
-        for number, reason in sorted(self.refused):
-            self.on_problem(number, reason)
-        self.refused.clear()
 
-    def _write(self) -> None:
-        if not self.pending:
+    def finish(self) -> None:
+        """Write what is pending, wait for it, and report every refused line."""
+        self.flush()
+        self._wait()
+        self._report(before=None)
+
+    def _wait(self) -> None:
+        if self._writing is None:
             return
-        rows = [row for _, _, row in self.pending]
+        writing, self._writing = self._writing, None
+        written = writing.result()
+        self.refused += written.refused
+        self.report.imported += written.imported
+        self.report.updated += written.updated
+
+    def _report(self, *, before: int | None) -> None:
+        """Report the refused lines numbered below `before` (all of them when None), in the order of the file."""
+        ready = sorted(entry for entry in self.refused if before is None or entry[0] < before)
+        self.refused = [entry for entry in self.refused if before is not None and entry[0] >= before]
+        self.report.refused += len(ready)
+        for number, reason in ready:
+            self.on_problem(number, reason)
+
+    def _write(self, batch: Pending) -> _Written:
+        rows = [row for _, _, row in batch]
         found = self.tx.execute(tsql.USERS_BY_ID, {"ids": [row["id"] for row in rows]}).mappings().all()
         by_id: dict[Any, Mapping[Any, Any]] = {stored["id"]: stored for stored in found}
         by_name = self._stored(tsql.USERS_BY_NAME, rows, "username")
         by_email = self._stored(tsql.USERS_BY_EMAIL, rows, "email")
-        inserts, updates = [], []
-        for number, user, row in self.pending:
+        refused, inserts, updates = [], [], []
+        for number, user, row in batch:
             problem, existing = self._collision(user, row, by_id, by_name, by_email)
             if problem is not None:
-                self.refused.append((number, problem))
+                refused.append((number, problem))
             elif existing is None:
                 inserts.append(row)
             else:
                 updates.append(_update_of(user, row, existing))
-        if inserts:
-            insert_rows(self.tx, sql.USERS, inserts)
+        insert_rows(self.tx, sql.USERS, inserts)
         if updates:
             self.tx.execute(sql.UPDATE_USER, updates)
-        self.report.imported += len(inserts)
-        self.report.updated += len(updates)
-        self.pending.clear()
-        self.keys.clear()
+        return _Written(refused, len(inserts), len(updates))
 
     def _stored(self, statement: Any, rows: list[dict[str, Any]], field: str) -> dict[Any, Mapping[Any, Any]]:
         """The stored users holding the rows' values of `field`, by (namespace, value)."""

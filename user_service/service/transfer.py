@@ -159,20 +159,20 @@ def import_users(
     try:
         with ctx.db.write() as tx:
             tsql.plan_lookups_with_their_values(tx)
-            batch = ImportBatch(tx, report, on_problem, upsert=upsert)
-            for number, raw, consumed in _lines(source):
-                try:
-                    user = _parse(raw)
-                    row = stored_row(ctx, user, now)
-                except InvalidInput as exc:
+            with ImportBatch(tx, report, on_problem, upsert=upsert) as batch:
+                for number, raw, consumed in _lines(source):
+                    try:
+                        user = _parse(raw)
+                        row = stored_row(ctx, user, now)
+                    except InvalidInput as exc:
+                        report.users += 1
+                        batch.refuse(number, exc.message)
+                        continue
                     report.users += 1
-                    batch.refuse(number, exc.message)
-                    continue
-                report.users += 1
-                batch.add(number, user, row)
-                if on_progress is not None and report.users % BATCH_SIZE == 0:
-                    on_progress(consumed)
-            batch.flush()
+                    batch.add(number, user, row)
+                    if on_progress is not None and report.users % BATCH_SIZE == 0:
+                        on_progress(consumed)
+                batch.finish()
             if report.users == 0:
                 raise InvalidInput("the file holds no users: one JSON object a line is expected")
             if dry_run or (report.refused and not skip_invalid):
