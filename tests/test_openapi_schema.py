@@ -1,0 +1,100 @@
+"""What the served OpenAPI schema tells a client beyond the shapes: an example of every body, which its model
+accepts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+from tests.conftest import TEST_SECRET
+from user_service import create_app, schemas
+from user_service.config import Settings
+
+MODES = {"default": {}, "cookie": {"refresh_token_cookie": True}}
+
+
+def build(tmp_path: Path, **overrides: Any) -> FastAPI:
+    """An app whose schema is asked for; serving the schema never touches the database."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'unused.db'}",
+        jwt_secret_key=TEST_SECRET,
+        _env_file=None,  # type: ignore[call-arg]
+        **overrides,
+    )
+    return create_app(settings)
+
+
+def served(client: TestClient, prefix: str = "") -> dict[str, Any]:
+    response = client.get(f"{prefix}/openapi.json")
+    assert response.status_code == 200, response.text
+    schema: dict[str, Any] = response.json()
+    return schema
+
+
+# -- an example of every body -----------------------------------------------------------------------------------
+
+
+def models_of(schema: dict[str, Any]) -> list[str]:
+    """The component schemas a body's schema stands for: through $ref, each branch of a union, an array's items."""
+    if "$ref" in schema:
+        return [schema["$ref"].rsplit("/", 1)[-1]]
+    branches = [branch for key in ("anyOf", "oneOf", "allOf") for branch in schema.get(key, [])]
+    if "items" in schema:
+        branches.append(schema["items"])
+    return [name for branch in branches for name in models_of(branch)]
+
+
+def bodies(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every request body's media types and every JSON body of a success response: (operation, media type, media)."""
+    found = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            name = f"{method.upper()} {path}"
+            for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
+                found.append((f"{name} request", media_type, media))
+            for status, response in operation["responses"].items():
+                media = response.get("content", {}).get("application/json")
+                if status.startswith("2") and media is not None:
+                    found.append((f"{name} {status}", "application/json", media))
+    return found
+
+
+def media_examples(media: dict[str, Any]) -> list[Any]:
+    examples = [media["example"]] if "example" in media else []
+    return examples + [example["value"] for example in media.get("examples", {}).values()]
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_body_has_an_example_its_model_accepts(tmp_path: Path, mode: str) -> None:
+    schema = served(TestClient(build(tmp_path, **MODES[mode])))
+    components = schema["components"]["schemas"]
+    found = bodies(schema)
+    assert {where for where, _media_type, _media in found} >= {"POST /auth/login request", "POST /auth/login 200"}
+
+    for where, media_type, media in found:
+        names = models_of(media["schema"])
+        given = media_examples(media)
+        if not names or media_type != "application/json":
+            assert given, f"{where} ({media_type}): no example"
+            continue
+        for name in names:
+            examples = components[name].get("examples", []) + given
+            assert examples, f"{where}: neither {name} nor the body has an example"
+            model = getattr(schemas, name, None)
+            assert isinstance(model, type) and issubclass(model, BaseModel), f"{name} is not a model of schemas.py"
+            for example in examples:
+                model.model_validate(example)
+
+
+def test_examples_carry_no_whole_token(tmp_path: Path) -> None:
+    """Tokens in examples are shortened: nothing that looks like a working secret is published."""
+    text = TestClient(build(tmp_path)).get("/openapi.json").text
+    assert "eyJhbGciOi..." in text
+    for token in re.findall(r'"(?:access_token|refresh_token|token)":\s*"([^"]*)"', text):
+        assert token.endswith("...") and len(token) <= 16, token
