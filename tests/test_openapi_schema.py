@@ -1,5 +1,5 @@
 """What the served OpenAPI schema tells a client beyond the shapes: an example of every body, which its model
-accepts."""
+accepts; and where the bearer token comes from, through the path the app is mounted at."""
 
 from __future__ import annotations
 
@@ -98,3 +98,61 @@ def test_examples_carry_no_whole_token(tmp_path: Path) -> None:
     assert "eyJhbGciOi..." in text
     for token in re.findall(r'"(?:access_token|refresh_token|token)":\s*"([^"]*)"', text):
         assert token.endswith("...") and len(token) <= 16, token
+
+
+# -- where the bearer token comes from ----------------------------------------------------------------------------
+
+
+def bearer_paths(schema: dict[str, Any]) -> list[str]:
+    description: str = schema["components"]["securitySchemes"]["HTTPBearer"]["description"]
+    return re.findall(r"POST (\S+?)[;.]", description)
+
+
+def test_standalone_the_bearer_scheme_names_the_login_and_refresh_paths(tmp_path: Path) -> None:
+    schema = served(TestClient(build(tmp_path)))
+
+    description = schema["components"]["securitySchemes"]["HTTPBearer"]["description"]
+    assert description == "Access token from POST /auth/login; refresh at POST /auth/refresh."
+    assert "servers" not in schema
+    for path in bearer_paths(schema):
+        assert "post" in schema["paths"][path], path
+
+
+def test_mounted_the_bearer_scheme_names_the_mounted_paths(tmp_path: Path) -> None:
+    accounts = build(tmp_path)
+    host = FastAPI()
+    host.mount("/accounts", accounts)
+    # One app under two prefixes: each schema names its own.
+    host.mount("/api/v2/users", accounts)
+    web = TestClient(host)
+
+    for prefix in ("/accounts", "/api/v2/users"):
+        schema = served(web, prefix)
+        description = schema["components"]["securitySchemes"]["HTTPBearer"]["description"]
+        assert description == (f"Access token from POST {prefix}/auth/login; refresh at POST {prefix}/auth/refresh.")
+        assert schema["servers"] == [{"url": prefix}]
+        for path in bearer_paths(schema):
+            assert "post" in schema["paths"][path.removeprefix(prefix)], path
+
+    # The app's own schema, and the admin key's scheme, are left as they were.
+    assert bearer_paths(accounts.openapi()) == ["/auth/login", "/auth/refresh"]
+    assert "servers" not in accounts.openapi()
+    assert (
+        served(web, "/accounts")["components"]["securitySchemes"]["AdminKey"]
+        == (accounts.openapi()["components"]["securitySchemes"]["AdminKey"])
+    )
+
+
+def test_the_mounted_login_path_in_the_schema_logs_in(settings: Settings) -> None:
+    """The path the description names is one a client can call through the host."""
+    host = FastAPI()
+    host.mount("/accounts", create_app(settings))
+    web = TestClient(host)
+    login, _refresh = bearer_paths(served(web, "/accounts"))
+
+    account = {"namespace": "acme", "username": "alice", "password": "correct horse battery staple"}
+    assert web.post("/accounts/auth/register", json=account).status_code == 201
+    response = web.post(login, json=account)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == "bearer"

@@ -74,11 +74,11 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        # The docs pages are this package's own (scripts pinned with integrity hashes); DOCS_ENABLED=false leaves
-        # the schema unpublished too.
+        # The docs pages and the schema's route are this package's own (scripts pinned with integrity hashes, the
+        # schema as seen through the mount path); DOCS_ENABLED=false leaves the schema unpublished too.
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        openapi_url=None,
         # Starlette would answer `/users/me/` with a redirect to an absolute URL built from the Host header, which
         # the client controls: a path that does not match is a 404 like any other.
         redirect_slashes=False,
@@ -113,5 +113,5 @@ def create_app(
     for area in (users, auth, health, uploads, keys, admin):
         app.include_router(area.router)
     if settings.docs_enabled:
-        install_docs(app)
+        install_docs(app, "/openapi.json")
     return app
