@@ -1,5 +1,6 @@
 """What the served OpenAPI schema tells a client beyond the shapes: an example of every body, which its model
-accepts; and where the bearer token comes from, through the path the app is mounted at."""
+accepts; where the bearer token comes from, through the path the app is mounted at; and, in cookie mode, that the
+refresh token is optional where the cookie carries it."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, Api, MakeApi
+from tests.helpers import assert_refused
 from user_service import create_app, schemas
 from user_service.config import Settings
 
+APP = "https://app.example.com"
 MODES = {"default": {}, "cookie": {"refresh_token_cookie": True}}
+REFRESH_TOKEN_MODELS = ("TokenPair", "RefreshRequest", "LogoutRequest")
 
 
 def build(tmp_path: Path, **overrides: Any) -> FastAPI:
@@ -156,3 +160,60 @@ def test_the_mounted_login_path_in_the_schema_logs_in(settings: Settings) -> Non
 
     assert response.status_code == 200, response.text
     assert response.json()["token_type"] == "bearer"
+
+
+# -- the refresh token in cookie mode -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_refresh_token_is_optional_in_the_schema_only_in_cookie_mode(tmp_path: Path, mode: str) -> None:
+    components = served(TestClient(build(tmp_path, **MODES[mode])))["components"]["schemas"]
+
+    for name in REFRESH_TOKEN_MODELS:
+        field = components[name]["properties"]["refresh_token"]
+        assert field["type"] == "string", name
+        if mode == "cookie":
+            assert "refresh_token" not in components[name].get("required", []), name
+            assert "cookie" in field["description"], name
+        else:
+            assert "refresh_token" in components[name]["required"], name
+            assert "description" not in field, name
+    assert "access_token" in components["TokenPair"]["required"]
+
+
+@pytest.fixture
+def browser(make_api: MakeApi) -> Api:
+    """An app in cookie mode, reached over https (so Secure cookies travel back) from an allowed origin."""
+    api = make_api(refresh_token_cookie=True, cors_origins=APP)
+    api.client.base_url = api.client.base_url.copy_with(scheme="https")
+    return api
+
+
+def test_in_cookie_mode_a_token_answer_is_what_the_schema_says(browser: Api) -> None:
+    browser.created()
+    components = served(browser.client)["components"]["schemas"]
+
+    body = browser.logged_in()
+
+    assert "refresh_token" not in body
+    assert set(components["TokenPair"]["required"]) <= set(body)
+
+
+@pytest.mark.parametrize("path", ["/auth/refresh", "/auth/logout"])
+def test_in_cookie_mode_a_body_without_the_token_takes_the_cookies(browser: Api, path: str) -> None:
+    browser.created()
+    browser.logged_in()
+
+    refused = browser.client.post(path, json={}, headers={"Origin": "https://evil.example"})
+    response = browser.client.post(path, json={}, headers={"Origin": APP})
+
+    assert_refused(refused, 403, "origin_not_allowed")
+    assert response.status_code in (200, 204), response.text
+
+
+@pytest.mark.parametrize("path", ["/auth/refresh", "/auth/logout"])
+@pytest.mark.parametrize("body", [{}, {"refresh_token": None}])
+def test_without_cookie_mode_a_body_without_the_token_is_refused(api: Api, path: str, body: dict[str, Any]) -> None:
+    response = api.client.post(path, json=body)
+
+    assert_refused(response, 422, "invalid_input")

@@ -133,16 +133,27 @@ class LoginRequest(_Input):
     password: StrictStr
 
 
-class RefreshRequest(_Input):
-    model_config = _examples({"refresh_token": _REFRESH_TOKEN})
+def _refresh_token_required(schema: dict[str, Any]) -> None:
+    schema["properties"]["refresh_token"] = {"type": "string", "title": "Refresh Token"}
+    schema["required"] = ["refresh_token"]
+    schema["examples"] = [{"refresh_token": _REFRESH_TOKEN}]
 
-    refresh_token: StrictStr
+
+class _RefreshTokenBody(_Input):
+    # The model takes a body without the token (or with null): in cookie mode the cookie's token is used, otherwise
+    # the route refuses it (422 invalid_input). Its schema is the default mode's, where the token is required; an app
+    # in cookie mode marks it optional in the schema it serves.
+    model_config = ConfigDict(json_schema_extra=_refresh_token_required)
+
+    refresh_token: StrictStr | None = None
 
 
-class LogoutRequest(_Input):
-    model_config = _examples({"refresh_token": _REFRESH_TOKEN})
+class RefreshRequest(_RefreshTokenBody):
+    pass
 
-    refresh_token: StrictStr
+
+class LogoutRequest(_RefreshTokenBody):
+    pass
 
 
 class PasswordChangeRequest(_Input):

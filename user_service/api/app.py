@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,7 +16,7 @@ from user_service.api.docs import install_docs
 from user_service.api.errors import install_error_handlers
 from user_service.api.metrics import Metrics
 from user_service.api.middleware import RequestGuard
-from user_service.api.openapi import operation_id
+from user_service.api.openapi import mark_refresh_token_optional, operation_id
 from user_service.api.ratelimit import AddressRateLimiter
 from user_service.api.request_context import RequestContext
 from user_service.api.routes import admin, auth, health, keys, uploads, users
@@ -54,6 +55,14 @@ class UserServiceApp(FastAPI):
             access_log=service.settings.access_log,
             trusted_proxies=service.settings.trusted_proxy_networks,
         )
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema (built once), saying in cookie mode where the refresh token really travels."""
+        schema = super().openapi()
+        service: UserService = self.state.service
+        if service.settings.refresh_token_cookie:
+            mark_refresh_token_optional(schema)
+        return schema
 
 
 def create_app(

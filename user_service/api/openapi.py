@@ -1,5 +1,5 @@
-"""What the OpenAPI schema says beyond FastAPI's defaults: stable operation ids for generated clients, and where the
-bearer token comes from (through the path the app is mounted at)."""
+"""What the OpenAPI schema says beyond FastAPI's defaults: stable operation ids for generated clients, where the
+bearer token comes from (through the path the app is mounted at), and the refresh token's place in cookie mode."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ _OPERATION_NAMES = {
     "health": "check",
 }
 BEARER_SCHEME = "HTTPBearer"
+# The models that carry a refresh token, in a body or an answer.
+_REFRESH_TOKEN_MODELS = ("TokenPair", "RefreshRequest", "LogoutRequest")
+_IN_COOKIE_MODE = (
+    "In cookie mode the refresh token travels in the HttpOnly `refresh_token` cookie instead: absent from token "
+    "answers, and taken from the cookie when a refresh or logout body has none."
+)
 
 
 def operation_id(route: APIRoute) -> str:
@@ -27,6 +33,22 @@ def bearer_description(root_path: str = "") -> str:
     """Where the bearer scheme's access token comes from, with the path the app answers under (its mount path)."""
     prefix = root_path.rstrip("/")
     return f"Access token from POST {prefix}/auth/login; refresh at POST {prefix}/auth/refresh."
+
+
+def mark_refresh_token_optional(schema: dict[str, Any]) -> None:
+    """Cookie mode: `refresh_token` is optional in the token pair and in the refresh and logout bodies. Changes
+    `schema` in place, and doing it again changes nothing."""
+    components = schema.get("components", {}).get("schemas", {})
+    for name in _REFRESH_TOKEN_MODELS:
+        model = components.get(name)
+        if model is None:
+            continue
+        required = [field for field in model.get("required", []) if field != "refresh_token"]
+        if required:
+            model["required"] = required
+        else:
+            model.pop("required", None)
+        model["properties"]["refresh_token"]["description"] = _IN_COOKIE_MODE
 
 
 def served_under(schema: dict[str, Any], root_path: str) -> dict[str, Any]:
