@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,15 +15,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, MakeClient
 
 PACKAGE = "user_service_generated_client"
 VENV_BIN = Path(sys.executable).parent
 GENERATOR = str(VENV_BIN / "openapi-python-client")
 
 
-@pytest.fixture
-def generated(client: TestClient, tmp_path: Path) -> Iterator[ModuleType]:
+@contextmanager
+def generate(client: TestClient, tmp_path: Path) -> Iterator[ModuleType]:
     """The client package, generated in a temporary folder from the schema the app serves."""
     schema = client.get("/openapi.json")
     assert schema.status_code == 200
@@ -46,6 +47,12 @@ def generated(client: TestClient, tmp_path: Path) -> Iterator[ModuleType]:
         sys.path.remove(str(tmp_path))
         for name in [name for name in sys.modules if name.split(".")[0] == PACKAGE]:
             del sys.modules[name]
+
+
+@pytest.fixture
+def generated(client: TestClient, tmp_path: Path) -> Iterator[ModuleType]:
+    with generate(client, tmp_path) as package:
+        yield package
 
 
 def part(package: ModuleType, name: str) -> Any:
@@ -89,6 +96,31 @@ def test_register_login_me_refresh_through_a_generated_client(generated: ModuleT
     )
     assert reused.status_code == 401
     assert reused.parsed.code.value == "refresh_token_reused"
+
+
+def test_a_generated_client_in_cookie_mode_reads_token_answers_and_refreshes_by_cookie(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    """The cookie-mode schema marks the refresh token optional: the generated TokenPair reads an answer without
+    it, and a RefreshRequest without it sends the cookie's."""
+    client = make_client(refresh_token_cookie=True, cors_origins="https://app.example.com")
+    client.base_url = client.base_url.copy_with(scheme="https")
+    client.headers["Origin"] = "https://app.example.com"
+    with generate(client, tmp_path) as generated:
+        api = part(generated, "client").Client(base_url="https://testserver")
+        api.set_httpx_client(client)
+        models = part(generated, "models")
+        account = {"namespace": "acme", "username": "alice", "password": PASSWORD}
+        assert client.post("/auth/register", json=account).status_code == 201
+
+        pair = part(generated, "api.auth.auth_login").sync(client=api, body=models.LoginRequest.from_dict(account))
+        assert isinstance(pair, models.TokenPair), pair
+        assert not pair.refresh_token
+        old = client.cookies.get("refresh_token")
+
+        fresh = part(generated, "api.auth.auth_refresh").sync(client=api, body=models.RefreshRequest())
+        assert isinstance(fresh, models.TokenPair), fresh
+        assert client.cookies.get("refresh_token") not in (None, old)
 
 
 def test_operation_ids_are_stable_and_readable(client: TestClient) -> None:

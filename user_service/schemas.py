@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
 
 from user_service.validation import (
+    EXAMPLE_BCRYPT_HASH,
     AvatarUrl,
     Email,
     Extra,
@@ -22,12 +23,73 @@ from user_service.validation import (
 
 IMMUTABLE_FIELDS = ("id", "namespace", "username", "password", "password_hash")
 
+# Values the examples in the OpenAPI schema share. Tokens are shortened (never a whole, real-looking secret); a
+# test validates every example against its model, so they cannot drift from what the API takes and gives. FastAPI
+# leaves nulls out when it writes the schema, so no example holds one: a field that may be null shows a value.
+_USER_ID = "3f8e4c2a-9b1d-4e6f-8a7c-5d2b1e0f9a34"
+_SESSION_ID = "b7a1d3e5-2c4f-4a6b-9d8e-0f1a2b3c4d5e"
+_CREATED = "2030-01-02T09:30:00Z"
+_UPDATED = "2030-01-05T16:45:00Z"
+_NOW = "2030-01-06T08:00:00Z"
+_SESSION_ENDS = "2030-02-01T09:30:00Z"
+_AGENT = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
+_PASSWORD = "correct horse battery staple"  # noqa: S105 (an example, not a secret)
+_NEW_PASSWORD = "purple monkey dishwasher"  # noqa: S105 (an example, not a secret)
+_REFRESH_TOKEN = "Nq3rV9xk2T..."  # noqa: S105 (a shortened example, not a secret)
+_ONE_TIME_TOKEN = "kP7wQ2zR..."  # noqa: S105 (a shortened example, not a secret)
+_PROFILE = {
+    "id": _USER_ID,
+    "namespace": "acme",
+    "username": "alice",
+    "email": "alice@example.com",
+    "email_verified": True,
+    "full_name": "Alice Liddell",
+    "avatar_url": "/uploads/5d0c9a7e41b2f3a8.webp",
+    "extra": {"plan": "pro"},
+    "created_at": _CREATED,
+    "updated_at": _UPDATED,
+}
+_SUMMARY = {
+    "id": _USER_ID,
+    "namespace": "acme",
+    "username": "alice",
+    "email": "alice@example.com",
+    "full_name": "Alice Liddell",
+    "is_active": True,
+    "created_at": _CREATED,
+    "last_login_at": _NOW,
+}
+_SESSION = {
+    "id": _SESSION_ID,
+    "created_at": _CREATED,
+    "last_used_at": _NOW,
+    "expires_at": _SESSION_ENDS,
+    "user_agent": _AGENT,
+    "ip": "203.0.113.7",
+}
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    """The model's examples in its JSON schema: set on the model, so they show wherever the model is used."""
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class RegisterRequest(_Input):
+    model_config = _examples(
+        {
+            "namespace": "acme",
+            "username": "alice",
+            "password": _PASSWORD,
+            "email": "alice@example.com",
+            "full_name": "Alice Liddell",
+            "extra": {"plan": "pro"},
+        }
+    )
+
     namespace: Namespace
     username: Username
     password: Password
@@ -41,6 +103,10 @@ class ImportedUser(RegisterRequest):
     """A user brought from another system (a line of `user-service import`, or an operator's create with a hash):
     the registration fields and rules, with the password either as a bcrypt hash (kept: the user logs in with the
     password they had) or in plain (checked against the policy and hashed), and the id, times and state as given."""
+
+    model_config = _examples(
+        {"namespace": "acme", "username": "alice", "password_hash": EXAMPLE_BCRYPT_HASH, "email": "alice@example.com"}
+    )
 
     password: Password | None = None  # type: ignore[assignment]
     password_hash: PasswordHash | None = None
@@ -59,27 +125,48 @@ class ImportedUser(RegisterRequest):
 
 
 class LoginRequest(_Input):
+    model_config = _examples({"namespace": "acme", "username": "alice", "password": _PASSWORD})
+
     # Deliberately loose: a malformed namespace or username is just an unknown account (401), not a 422 hint.
-    namespace: StrictStr = Field(examples=["my-app"])
+    namespace: StrictStr = Field(examples=["acme"])
     username: StrictStr = Field(examples=["alice"])
     password: StrictStr
 
 
-class RefreshRequest(_Input):
-    refresh_token: StrictStr
+def _refresh_token_required(schema: dict[str, Any]) -> None:
+    schema["properties"]["refresh_token"] = {"type": "string", "title": "Refresh Token"}
+    schema["required"] = ["refresh_token"]
+    schema["examples"] = [{"refresh_token": _REFRESH_TOKEN}]
 
 
-class LogoutRequest(_Input):
-    refresh_token: StrictStr
+class _RefreshTokenBody(_Input):
+    # The model takes a body without the token (or with null): in cookie mode the cookie's token is used, otherwise
+    # the route refuses it (422 invalid_input). Its schema is the default mode's, where the token is required; an app
+    # in cookie mode marks it optional in the schema it serves.
+    model_config = ConfigDict(json_schema_extra=_refresh_token_required)
+
+    refresh_token: StrictStr | None = None
+
+
+class RefreshRequest(_RefreshTokenBody):
+    pass
+
+
+class LogoutRequest(_RefreshTokenBody):
+    pass
 
 
 class PasswordChangeRequest(_Input):
+    model_config = _examples({"current_password": _PASSWORD, "new_password": _NEW_PASSWORD})
+
     current_password: StrictStr
     new_password: Password
 
 
 class ProfilePatch(_Input):
     """JSON Merge Patch (RFC 7396) of a profile: omitted fields stay, null clears."""
+
+    model_config = _examples({"full_name": "Alice Liddell", "extra": {"plan": "team"}})
 
     email: Email | None = None
     full_name: FullName | None = None
@@ -103,6 +190,11 @@ class AdminUserCreate(_Input):
     """A new account made by an app's back end: the registration fields (the namespace is the path's), with a
     `password` (the policy applies) or a bcrypt `password_hash` carried over from another system."""
 
+    model_config = _examples(
+        {"username": "alice", "password": _PASSWORD, "email": "alice@example.com"},
+        {"username": "bob", "password_hash": EXAMPLE_BCRYPT_HASH, "email": "bob@example.com", "email_verified": True},
+    )
+
     username: Username
     password: Password | None = None
     password_hash: PasswordHash | None = None
@@ -123,6 +215,8 @@ class AdminUserPatch(ProfilePatch):
     """A merge patch of a profile by an app's back end, which may also enable or disable the account and mark its
     email verified. A changed email is unverified unless `email_verified` is given too."""
 
+    model_config = _examples({"is_active": False}, {"email": "alice@example.org", "email_verified": True})
+
     is_active: StrictBool | None = None
     email_verified: StrictBool | None = None
 
@@ -135,22 +229,30 @@ class AdminUserPatch(ProfilePatch):
 
 
 class PasswordResetRequest(_Input):
+    model_config = _examples({"token": _ONE_TIME_TOKEN, "new_password": _NEW_PASSWORD})
+
     token: StrictStr = Field(max_length=1024)
     new_password: Password
 
 
 class VerifyEmailRequest(_Input):
+    model_config = _examples({"token": _ONE_TIME_TOKEN})
+
     token: StrictStr = Field(max_length=1024)
 
 
 class OneTimeTokenOut(BaseModel):
     """A one-time token for the app's back end to deliver to the user; shown once, stored only as a digest."""
 
+    model_config = _examples({"token": _ONE_TIME_TOKEN, "expires_at": "2030-01-06T09:00:00Z"})
+
     token: str
     expires_at: datetime
 
 
 class AdminSessionInfo(BaseModel):
+    model_config = _examples(_SESSION)
+
     id: uuid.UUID
     created_at: datetime
     last_used_at: datetime
@@ -160,6 +262,8 @@ class AdminSessionInfo(BaseModel):
 
 
 class Profile(BaseModel):
+    model_config = _examples(_PROFILE)
+
     id: uuid.UUID
     namespace: str
     username: str
@@ -175,6 +279,8 @@ class Profile(BaseModel):
 class UserSummary(BaseModel):
     """A user as listed for operators and app back ends."""
 
+    model_config = _examples(_SUMMARY)
+
     id: uuid.UUID
     namespace: str
     username: str
@@ -188,12 +294,25 @@ class UserSummary(BaseModel):
 class UserPage(BaseModel):
     """One page of a listing; `next` is the opaque cursor of the following page, or null on the last."""
 
+    model_config = _examples({"items": [_SUMMARY], "next": "eyJjcmVhdGVkIjoi..."})
+
     items: list[UserSummary]
     next: str | None
 
 
 class UserDetail(Profile):
     """A profile with what operators need to see of the account's state (never the hash)."""
+
+    model_config = _examples(
+        {
+            **_PROFILE,
+            "is_active": True,
+            "locked_until": "2030-01-06T08:15:00Z",
+            "failed_login_count": 5,
+            "last_login_at": _NOW,
+            "live_sessions": 2,
+        }
+    )
 
     is_active: bool
     locked_until: datetime | None
@@ -208,6 +327,8 @@ class NamespaceCount(BaseModel):
 
 
 class SessionInfo(BaseModel):
+    model_config = _examples({**_SESSION, "current": True})
+
     id: uuid.UUID
     created_at: datetime
     last_used_at: datetime = Field(description="When the session last refreshed its tokens.")
@@ -218,11 +339,44 @@ class SessionInfo(BaseModel):
 
 
 class TokenPair(BaseModel):
+    model_config = _examples(
+        {
+            "access_token": "eyJhbGciOi...",
+            "refresh_token": _REFRESH_TOKEN,
+            "token_type": "bearer",
+            "expires_in": 900,
+            "expires_at": "2030-01-06T08:15:00Z",
+        }
+    )
+
     access_token: str
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a token type, not a secret)
     expires_in: int = Field(description="Seconds until the access token expires.")
     expires_at: datetime = Field(description="When the access token expires (RFC 3339, UTC).")
+
+
+class JsonWebKeySet(BaseModel):
+    """The public keys that verify access tokens (RFC 7517): the next, current and recently retired ones; empty when
+    tokens are signed with an HS* secret. Every member of a key is a string."""
+
+    model_config = _examples(
+        {
+            "keys": [
+                {
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+                    "kid": "ZyxzOc--_0HqXc-VSbq5ZA",
+                    "alg": "ES256",
+                    "use": "sig",
+                }
+            ]
+        }
+    )
+
+    keys: list[dict[str, str]]
 
 
 class ErrorBody(BaseModel):
@@ -246,6 +400,8 @@ class UnprocessableBody(BaseModel):
 
 
 class Health(BaseModel):
+    model_config = _examples({"status": "ok", "database": "ok", "storage": "ok", "version": "1.0.0"})
+
     status: Literal["ok", "degraded", "unavailable"]
     database: Literal["ok", "unavailable"]
     storage: Literal["ok", "unavailable"]

@@ -39,6 +39,8 @@ PASSWORD_MAX_BYTES = 72
 # and 31 of checksum in bcrypt's base64 alphabet.
 BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 BCRYPT_FORMATS = "bcrypt ($2a$, $2b$ or $2y$, cost 04 to 31)"
+# In the form of a bcrypt hash, so the API takes it, and plainly no hash of anything.
+EXAMPLE_BCRYPT_HASH = "$2b$12$ExampleSaltExampleSaltExampleDigestExampleDigestExamp"
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _USERNAME_RE = re.compile(r"[A-Za-z0-9._@+-]+")
 # What the schema documents is what the server accepts (it lowercases "Alice"), from the same expressions.
@@ -221,7 +223,7 @@ Namespace = Annotated[
         maxLength=NAMESPACE_MAX,
         pattern=NAMESPACE_PATTERN,
         description="Tenant namespace; lowercased.",
-        examples=["my-app"],
+        examples=["acme"],
     ),
 ]
 Username = Annotated[
@@ -274,5 +276,5 @@ Password = Annotated[StrictStr, Field(description="At least 8 characters and at 
 PasswordHash = Annotated[
     StrictStr,
     AfterValidator(check_password_hash),
-    Field(description="A bcrypt hash: $2a$, $2b$ or $2y$, cost 04 to 31.", examples=["$2y$10$..."]),
+    Field(description="A bcrypt hash: $2a$, $2b$ or $2y$, cost 04 to 31.", examples=[EXAMPLE_BCRYPT_HASH]),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,7 +16,7 @@ from user_service.api.docs import install_docs
 from user_service.api.errors import install_error_handlers
 from user_service.api.metrics import Metrics
 from user_service.api.middleware import RequestGuard
-from user_service.api.openapi import operation_id
+from user_service.api.openapi import mark_refresh_token_optional, operation_id
 from user_service.api.ratelimit import AddressRateLimiter
 from user_service.api.request_context import RequestContext
 from user_service.api.routes import admin, auth, health, keys, uploads, users
@@ -55,6 +56,14 @@ class UserServiceApp(FastAPI):
             trusted_proxies=service.settings.trusted_proxy_networks,
         )
 
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema (built once), saying in cookie mode where the refresh token really travels."""
+        schema = super().openapi()
+        service: UserService = self.state.service
+        if service.settings.refresh_token_cookie:
+            mark_refresh_token_optional(schema)
+        return schema
+
 
 def create_app(
     settings: Settings | None = None,
@@ -74,11 +83,11 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        # The docs pages are this package's own (scripts pinned with integrity hashes); DOCS_ENABLED=false leaves
-        # the schema unpublished too.
+        # The docs pages and the schema's route are this package's own (scripts pinned with integrity hashes, the
+        # schema as seen through the mount path); DOCS_ENABLED=false leaves the schema unpublished too.
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        openapi_url=None,
         # Starlette would answer `/users/me/` with a redirect to an absolute URL built from the Host header, which
         # the client controls: a path that does not match is a 404 like any other.
         redirect_slashes=False,
@@ -113,5 +122,5 @@ def create_app(
     for area in (users, auth, health, uploads, keys, admin):
         app.include_router(area.router)
     if settings.docs_enabled:
-        install_docs(app)
+        install_docs(app, "/openapi.json")
     return app

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from user_service.api.openapi import BEARER_SCHEME, bearer_description
 from user_service.api.ratelimit import AddressRateLimiter
 from user_service.config import Network
 from user_service.errors import NotAuthenticated
@@ -22,8 +23,9 @@ from user_service.service import AdminPrincipal, Principal, UserService
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
 
-# One scheme in OpenAPI, whichever of the two dependencies below a route uses.
-BEARER = {"scheme_name": "HTTPBearer", "description": "An access token from /auth/login or /auth/refresh."}
+# One scheme in OpenAPI, whichever of the two dependencies below a route uses; a mounted app's served schema names
+# the mounted paths instead (api/openapi.py).
+BEARER = {"scheme_name": BEARER_SCHEME, "description": bearer_description()}
 bearer_scheme = HTTPBearer(auto_error=False, **BEARER)
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 

@@ -1,5 +1,6 @@
-"""The interactive API docs (/docs, /redoc), their scripts and styles pinned to one version each and checked by
-the browser against an integrity hash (Subresource Integrity): a CDN that served other bytes would serve nothing.
+"""The OpenAPI schema as served under the app's mount path, and the interactive API docs (/docs, /redoc), their
+scripts and styles pinned to one version each and checked by the browser against an integrity hash (Subresource
+Integrity): a CDN that served other bytes would serve nothing.
 
 The hashes are those of the files in the npm packages, which the CDN serves unchanged. To move to a newer version,
 take its files from the npm package and compute `openssl dgst -sha384 -binary FILE | openssl base64 -A`.
@@ -11,7 +12,9 @@ import html
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from user_service.api.openapi import served_under
 
 SWAGGER_UI_VERSION = "5.35.0"
 REDOC_VERSION = "2.5.4"
@@ -96,12 +99,20 @@ def redoc_page(title: str, openapi_url: str) -> str:
 """
 
 
-def install_docs(app: FastAPI) -> None:
-    """Serve /docs and /redoc for the app's /openapi.json (under the mount path when the app is mounted)."""
+def install_docs(app: FastAPI, openapi_url: str) -> None:
+    """Serve the schema at `openapi_url`, and /docs and /redoc for it, each under the mount path when the app is
+    mounted: the schema's server and the bearer scheme's login and refresh paths are the mounted ones."""
+
+    def root_path(request: Request) -> str:
+        prefix: str = request.scope.get("root_path", "")
+        return prefix.rstrip("/")
 
     def schema_url(request: Request) -> str:
-        root_path: str = request.scope.get("root_path", "")
-        return root_path.rstrip("/") + (app.openapi_url or "")
+        return root_path(request) + openapi_url
+
+    @app.get(openapi_url, include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(served_under(app.openapi(), root_path(request)))
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:

@@ -42,7 +42,7 @@ _USER_ERRORS = (*_KEY_ERRORS, UserNotFound)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 NamespacePath = Annotated[
-    str, Path(max_length=NAMESPACE_MAX, description="The namespace; lowercased.", examples=["my-app"])
+    str, Path(max_length=NAMESPACE_MAX, description="The namespace; lowercased.", examples=["acme"])
 ]
 UsernamePath = Annotated[str, Path(max_length=USERNAME_MAX, description="The username; lowercased.")]
 

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from user_service.api.deps import ServiceDep
 from user_service.api.errors import responses
 from user_service.errors import DatabaseUnavailable
+from user_service.schemas import JsonWebKeySet
 
 router = APIRouter(tags=["keys"])
 
@@ -19,6 +20,7 @@ JWKS_MAX_AGE_SECONDS = 300
 @router.get(
     "/.well-known/jwks.json",
     summary="The public keys that verify access tokens (JWKS, RFC 7517)",
+    response_model=JsonWebKeySet,
     responses=responses(DatabaseUnavailable),
 )
 async def jwks(service: ServiceDep) -> JSONResponse:

@@ -41,12 +41,18 @@ from user_service.errors import (
     UserDisabled,
     UserServiceError,
 )
+from user_service.images import MEDIA_TYPES
 from user_service.schemas import PasswordChangeRequest, Profile, ProfilePatch, SessionInfo, TokenPair
 from user_service.service import UserService
 
 router = APIRouter(prefix="/users", tags=["users"])
 _AUTH_ERRORS = (NotAuthenticated, InvalidToken, TokenExpired, SessionRevoked, UserDisabled, DatabaseUnavailable)
 _LOCAL_AVATAR_PREFIX = "/uploads/"
+# The upload form's example and the file part's accepted types (a form has no model to carry an example).
+_AVATAR_FORM = {
+    "encoding": {"file": {"contentType": ", ".join(MEDIA_TYPES.values())}},
+    "example": {"file": "(the bytes of a JPEG, PNG or WebP image)"},
+}
 
 
 def as_seen_from(request: Request, profile: Profile) -> Profile:
@@ -97,6 +103,7 @@ async def patch_me(
     responses=responses(
         *_AUTH_ERRORS, FileTooLarge, UnsupportedMediaType, RateLimited, StorageUnavailable, validation=True
     ),
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": _AVATAR_FORM}}},
 )
 async def upload_avatar(
     file: Annotated[UploadFile, File(description="The image; its real type is detected from its bytes.")],
