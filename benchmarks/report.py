@@ -237,8 +237,8 @@ def table(
     return "\n".join(lines)
 
 
-def targets_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["", "== Contract targets (measured in this run)"]
+def targets_table(rows: list[dict[str, Any]], title: str = "Contract targets (measured in this run)") -> str:
+    lines = ["", f"== {title}"]
     for row in rows:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[row["met"]]
         lines.append(f"{row['target']:68} {_fmt(row['measured'], '.3f'):>9}  goal {row['goal']:22} {verdict}")

@@ -158,7 +158,7 @@ def _csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
-def _bounded(low: int, high: int) -> Callable[[str], int]:
+def bounded(low: int, high: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         number = int(value)
         if not low <= number <= high:
@@ -170,22 +170,22 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=_bounded(1, MAX_ROUNDS), default=2, help="rounds A B A B (default 2)")
+    parser.add_argument("--rounds", type=bounded(1, MAX_ROUNDS), default=2, help="rounds A B A B (default 2)")
     parser.add_argument(
-        "--duration", type=_bounded(1, MAX_DURATION), default=5, help="seconds per measurement (default 5)"
+        "--duration", type=bounded(1, MAX_DURATION), default=5, help="seconds per measurement (default 5)"
     )
-    parser.add_argument("--warmup", type=_bounded(0, 30), default=1, help="seconds of warm-up before each (default 1)")
+    parser.add_argument("--warmup", type=bounded(0, 30), default=1, help="seconds of warm-up before each (default 1)")
     parser.add_argument(
         "--systems", type=_csv(list(SYSTEMS)), default=list(SYSTEMS), help=f"default: {','.join(SYSTEMS)}"
     )
     parser.add_argument(
         "--scenarios", type=_csv(list(SCENARIOS)), default=list(SCENARIOS), help=f"default: {','.join(SCENARIOS)}"
     )
-    parser.add_argument("--connections", type=_bounded(1, 1024), default=16, help="wrk connections for (a), (e)")
+    parser.add_argument("--connections", type=bounded(1, 1024), default=16, help="wrk connections for (a), (e)")
     parser.add_argument(
-        "--bcrypt-connections", type=_bounded(1, 256), default=8, help="wrk connections for (b), (c), (d)"
+        "--bcrypt-connections", type=bounded(1, 256), default=8, help="wrk connections for (b), (c), (d)"
     )
-    parser.add_argument("--scale-connections", type=_bounded(1, 1024), default=32, help="wrk connections, scaling")
+    parser.add_argument("--scale-connections", type=bounded(1, 1024), default=32, help="wrk connections, scaling")
     parser.add_argument(
         "--bcrypt-cores",
         choices=("all", "pinned"),
@@ -201,7 +201,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-postgres", action="store_true", help="skip the systems on PostgreSQL")
     parser.add_argument(
         "--users",
-        type=_bounded(0, MAX_USERS),
+        type=bounded(0, MAX_USERS),
         default=0,
         help="users seeded by SQL into each system's database before the run (default 0)",
     )
@@ -615,16 +615,42 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def prepare() -> str | None:
+    """Make SIGTERM unwind like Ctrl-C and find the tools; wrk's path, or None once it has said what is missing."""
     signal.signal(signal.SIGTERM, _terminate)
-    started_at = datetime.now(UTC)
-    clock = time.monotonic()
     try:
         wrk_path = ensure_wrk()
         project_bin("user-service")
     except SetupError as error:
         print(f"error: {error}", file=sys.stderr)
+        return None
+    return wrk_path
+
+
+def tear_down(
+    pool: ServerPool, launcher: Launcher | None, postgres: PostgresDatabase | None, workdir: Path, *, keep: bool
+) -> None:
+    """Stop every server (and PgBouncer), drop the run's databases and remove the temporary folder unless kept."""
+    pool.close()
+    if launcher is not None:
+        launcher.close()
+    if postgres is not None:
+        try:
+            postgres.drop()
+        except Exception as error:
+            print(f"could not drop PostgreSQL database {postgres.name}: {error}", file=sys.stderr)
+    if keep:
+        print(f"kept {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started_at = datetime.now(UTC)
+    clock = time.monotonic()
+    wrk_path = prepare()
+    if wrk_path is None:
         return 2
     machine = machine_info(wrk_path)
     pool = ServerPool()
@@ -657,18 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
-        pool.close()
-        if bench.launcher is not None:
-            bench.launcher.close()
-        if bench.postgres is not None:
-            try:
-                bench.postgres.drop()
-            except Exception as error:
-                print(f"could not drop PostgreSQL database {bench.postgres.name}: {error}", file=sys.stderr)
-        if args.keep_temp:
-            print(f"kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(pool, bench.launcher, bench.postgres, workdir, keep=args.keep_temp)
 
 
 def build_document(
