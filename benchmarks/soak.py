@@ -93,6 +93,7 @@ class Soak:
         self.tokens_left = workdir / "refresh-tokens-left.txt"
         self.pool_size = args.connections + SPARE_TOKENS
         self.minutes: list[dict[str, Any]] = []
+        self.failure: str | None = None
         self.target: Target | None = None
         self.workers: list[int] = []
 
@@ -153,7 +154,13 @@ class Soak:
 
     def run(self) -> None:
         for number in range(1, self.args.minutes + 1):
-            entry = self.minute(number)
+            try:
+                entry = self.minute(number)
+            except (LoadError, PrepareError, OSError) as error:
+                # The minutes measured so far are still written, with the failure.
+                self.failure = f"minute {number}: {error}"
+                print(f"[minute {number}/{self.args.minutes}] FAILED {error}", flush=True)
+                return
             self.minutes.append(entry)
             rss = " ".join(f"{pid}:{value}" for pid, value in entry["worker_rss_mib"].items())
             print(
@@ -240,10 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "versions": package_versions(sys.executable, PROJECT_PACKAGES),
             "minutes": soak.minutes,
             "targets": rows,
+            "failure": soak.failure,
         }
         report.write_json(args.output, document)
         print(f"\nJSON: {args.output}")
-        return 0
+        return 1 if soak.failure else 0
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the server", file=sys.stderr)
         return 130
