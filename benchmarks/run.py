@@ -65,6 +65,7 @@ REFRESH_SPARE_TOKENS = 4
 SETTLE_SECONDS = 0.3
 MAX_ROUNDS = 20
 MAX_DURATION = 120
+MAX_USERS = 10_000_000
 # PostgreSQL through PgBouncer in transaction mode, and PostgreSQL directly without prepared statements (what the
 # pooler setting also turns off): their ratios to direct PostgreSQL split the pooler's cost from the statements'.
 POOLED = ("us-pgbouncer", "us-pg-noprep")
@@ -86,7 +87,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "me",
             "(a) GET /users/me with a valid token (ceiling: bare GET /ping)",
-            ("us-sqlite", "us-pg", *POOLED, "fau", "ceiling"),
+            ("us-sqlite", "us-pg", *POOLED, "fau", "fau-pg", "ceiling"),
             False,
             "ok/s over fastapi-users' and over the bare endpoint's",
         ),
@@ -94,7 +95,7 @@ SCENARIOS: dict[str, Scenario] = {
             "login",
             f"(b) login with valid credentials, bcrypt cost {BCRYPT_ROUNDS} "
             "(ceiling: one bcrypt check in the thread pool)",
-            ("us-sqlite", "us-pg", *POOLED, "fau", "ceiling"),
+            ("us-sqlite", "us-pg", *POOLED, "fau", "fau-pg", "ceiling"),
             True,
             "ok/s over fastapi-users' and over the bcrypt endpoint's",
         ),
@@ -102,14 +103,14 @@ SCENARIOS: dict[str, Scenario] = {
             "health_storm",
             "(c) GET /health during a login storm: p50/p99 of /health (ceiling: /ping under a /bcrypt storm); "
             "ok/s = logins/s of the storm",
-            ("us-sqlite", "us-pg", "fau", "ceiling"),
+            ("us-sqlite", "us-pg", "fau", "fau-pg", "ceiling"),
             True,
             "/health p99 over the peer's and over the ceiling's (lower is better)",
         ),
         Scenario(
             "register",
             "(d) registration of unique users",
-            ("us-sqlite", "us-pg", "fau"),
+            ("us-sqlite", "us-pg", "fau", "fau-pg"),
             True,
             "ok/s over fastapi-users' and over the bcrypt endpoint's (from (b))",
         ),
@@ -157,7 +158,7 @@ def _csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
-def _bounded(low: int, high: int) -> Callable[[str], int]:
+def bounded(low: int, high: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         number = int(value)
         if not low <= number <= high:
@@ -169,22 +170,22 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=_bounded(1, MAX_ROUNDS), default=2, help="rounds A B A B (default 2)")
+    parser.add_argument("--rounds", type=bounded(1, MAX_ROUNDS), default=2, help="rounds A B A B (default 2)")
     parser.add_argument(
-        "--duration", type=_bounded(1, MAX_DURATION), default=5, help="seconds per measurement (default 5)"
+        "--duration", type=bounded(1, MAX_DURATION), default=5, help="seconds per measurement (default 5)"
     )
-    parser.add_argument("--warmup", type=_bounded(0, 30), default=1, help="seconds of warm-up before each (default 1)")
+    parser.add_argument("--warmup", type=bounded(0, 30), default=1, help="seconds of warm-up before each (default 1)")
     parser.add_argument(
         "--systems", type=_csv(list(SYSTEMS)), default=list(SYSTEMS), help=f"default: {','.join(SYSTEMS)}"
     )
     parser.add_argument(
         "--scenarios", type=_csv(list(SCENARIOS)), default=list(SCENARIOS), help=f"default: {','.join(SCENARIOS)}"
     )
-    parser.add_argument("--connections", type=_bounded(1, 1024), default=16, help="wrk connections for (a), (e)")
+    parser.add_argument("--connections", type=bounded(1, 1024), default=16, help="wrk connections for (a), (e)")
     parser.add_argument(
-        "--bcrypt-connections", type=_bounded(1, 256), default=8, help="wrk connections for (b), (c), (d)"
+        "--bcrypt-connections", type=bounded(1, 256), default=8, help="wrk connections for (b), (c), (d)"
     )
-    parser.add_argument("--scale-connections", type=_bounded(1, 1024), default=32, help="wrk connections, scaling")
+    parser.add_argument("--scale-connections", type=bounded(1, 1024), default=32, help="wrk connections, scaling")
     parser.add_argument(
         "--bcrypt-cores",
         choices=("all", "pinned"),
@@ -197,8 +198,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="an admin URL: the benchmark creates and drops its own database there",
     )
-    parser.add_argument("--no-postgres", action="store_true", help="skip user-service on PostgreSQL")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the systems on PostgreSQL")
+    parser.add_argument(
+        "--users",
+        type=bounded(0, MAX_USERS),
+        default=0,
+        help="users seeded by SQL into each system's database before the run (default 0)",
+    )
     parser.add_argument("--log-level", choices=("info", "warning"), default="info", help="servers' log level")
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="no access log on any system (user-service: serve --no-access-log; the others: uvicorn's)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default %(default)s)")
     parser.add_argument("--upgrade-peers", action="store_true", help="reinstall the latest fastapi-users first")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temporary folder (logs, databases)")
@@ -274,7 +286,7 @@ class Bench:
 
     def set_up(self, wrk_path: str) -> None:
         needed = self.systems_needed()
-        if "fau" in needed:
+        if any(SYSTEMS[key].kind == "fastapi-users" for key in needed):
             self.peer_python = ensure_peer_venv(upgrade=self.args.upgrade_peers)
         if any(SYSTEMS[key].database == "postgresql" for key in needed):
             if self.args.no_postgres:
@@ -288,7 +300,13 @@ class Bench:
                 print(f"PostgreSQL: {self.postgres_note}", flush=True)
                 self.plan = {k: [s for s in v if SYSTEMS[s].database != "postgresql"] for k, v in self.plan.items()}
         self.launcher = Launcher(
-            self.pool, self.workdir, peer_python=self.peer_python, postgres=self.postgres, log_level=self.args.log_level
+            self.pool,
+            self.workdir,
+            peer_python=self.peer_python,
+            postgres=self.postgres,
+            log_level=self.args.log_level,
+            access_log=not self.args.no_access_log,
+            users=self.args.users,
         )
         self.wrk = Wrk(wrk_path, cpus=self.load_cpus, script_dir=self.workdir / "lua")
         if "upload" in self.plan:
@@ -597,16 +615,42 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def prepare() -> str | None:
+    """Make SIGTERM unwind like Ctrl-C and find the tools; wrk's path, or None once it has said what is missing."""
     signal.signal(signal.SIGTERM, _terminate)
-    started_at = datetime.now(UTC)
-    clock = time.monotonic()
     try:
         wrk_path = ensure_wrk()
         project_bin("user-service")
     except SetupError as error:
         print(f"error: {error}", file=sys.stderr)
+        return None
+    return wrk_path
+
+
+def tear_down(
+    pool: ServerPool, launcher: Launcher | None, postgres: PostgresDatabase | None, workdir: Path, *, keep: bool
+) -> None:
+    """Stop every server (and PgBouncer), drop the run's databases and remove the temporary folder unless kept."""
+    pool.close()
+    if launcher is not None:
+        launcher.close()
+    if postgres is not None:
+        try:
+            postgres.drop()
+        except Exception as error:
+            print(f"could not drop PostgreSQL database {postgres.name}: {error}", file=sys.stderr)
+    if keep:
+        print(f"kept {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started_at = datetime.now(UTC)
+    clock = time.monotonic()
+    wrk_path = prepare()
+    if wrk_path is None:
         return 2
     machine = machine_info(wrk_path)
     pool = ServerPool()
@@ -618,6 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pinning: {pinning['description']}")
         print("user-service: RATE_LIMIT_ENABLED=false (the per-address rate limit is OFF for the benchmark; the")
         print(f"  account lockout stays on), BCRYPT_ROUNDS={BCRYPT_ROUNDS}, log level {args.log_level}")
+        print(f"access logs: {'off' if args.no_access_log else 'on'} on every system; seeded users: {args.users:,}")
         print(f"PostgreSQL: {bench.postgres_note or 'not requested'}")
         print(
             f"plan: {args.rounds} rounds of {args.duration} s runs; about {bench.estimate_seconds() // 60 + 1} min",
@@ -638,18 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
-        pool.close()
-        if bench.launcher is not None:
-            bench.launcher.close()
-        if bench.postgres is not None:
-            try:
-                bench.postgres.drop()
-            except Exception as error:
-                print(f"could not drop PostgreSQL database {bench.postgres.name}: {error}", file=sys.stderr)
-        if args.keep_temp:
-            print(f"kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(pool, bench.launcher, bench.postgres, workdir, keep=args.keep_temp)
 
 
 def build_document(
@@ -698,6 +732,9 @@ def build_document(
             "access_token_ttl_s": ACCESS_TOKEN_TTL_SECONDS,
             "rate_limit_enabled": False,
             "log_level": args.log_level,
+            "access_log": not args.no_access_log,
+            "users": args.users,
+            "seeding_s": bench.launcher.seeded if bench.launcher else {},
             "wrk": "1 thread, --timeout 10s",
             "postgresql": bench.postgres_note or "not requested",
         },

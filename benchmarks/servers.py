@@ -62,7 +62,7 @@ def post_json(url: str, payload: object, *, token: str | None = None) -> tuple[i
     return status, parsed if isinstance(parsed, dict) else {"body": parsed}
 
 
-def _children_of(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
     children = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -84,11 +84,11 @@ def process_tree(pid: int) -> list[int]:
         current = queue.pop()
         if Path(f"/proc/{current}").exists():
             tree.append(current)
-            queue.extend(_children_of(current))
+            queue.extend(children_of(current))
     return tree
 
 
-def _status_kib(pid: int, field_name: str) -> int:
+def status_kib(pid: int, field_name: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field_name + ":"):
@@ -158,10 +158,10 @@ class Server:
         return sum(_cpu_ticks(pid) for pid in self.pids()) / CLOCK_TICKS
 
     def rss_kib(self) -> int:
-        return sum(_status_kib(pid, "VmRSS") for pid in self.pids())
+        return sum(status_kib(pid, "VmRSS") for pid in self.pids())
 
     def hwm_kib(self) -> int:
-        return sum(_status_kib(pid, "VmHWM") for pid in self.pids())
+        return sum(status_kib(pid, "VmHWM") for pid in self.pids())
 
     def reset_hwm(self) -> bool:
         """Reset the peak-RSS mark of each process (Linux: write 5 to clear_refs); False when not permitted."""

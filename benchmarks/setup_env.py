@@ -17,7 +17,8 @@ WORK = HERE / ".work"
 PEER_VENV = WORK / "peer-venv"
 TOOLS_VENV = WORK / "tools-venv"
 # The peer's latest release, served by the same uvicorn stack (uvloop, httptools) as user-service.
-PEER_REQUIREMENTS = ("fastapi-users[sqlalchemy]", "aiosqlite", "uvicorn[standard]")
+# asyncpg: fastapi-users' documented PostgreSQL set-up (postgresql+asyncpg://).
+PEER_REQUIREMENTS = ("fastapi-users[sqlalchemy]", "aiosqlite", "asyncpg", "uvicorn[standard]")
 TOOLS_REQUIREMENTS = ("py-spy",)
 INSTALL_TIMEOUT = 600
 
@@ -47,6 +48,7 @@ PEER_PACKAGES = (
     "pydantic",
     "sqlalchemy",
     "aiosqlite",
+    "asyncpg",
     "bcrypt",
     "pyjwt",
     "anyio",

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seeding import seed_by_sql, seed_peer_by_sql
 from servers import Server, ServerPool, free_port, http, post_json
 from setup_env import HERE, project_bin
 
@@ -68,6 +69,7 @@ SYSTEMS: dict[str, SystemSpec] = {
             "us-pg-noprep", "user-service (PG, unprepared)", "user-service", "postgresql", prepared_statements=False
         ),
         SystemSpec("fau", "fastapi-users (SQLite)", "fastapi-users", "sqlite"),
+        SystemSpec("fau-pg", "fastapi-users (PostgreSQL)", "fastapi-users", "postgresql"),
         SystemSpec("ceiling", "ceiling (bare FastAPI / bcrypt)", "ceiling"),
         SystemSpec("us-sqlite-2w", "user-service (SQLite, 2 workers)", "user-service", "sqlite", workers=2),
         SystemSpec("us-sqlite-metrics", "user-service (SQLite, metrics on)", "user-service", "sqlite", metrics=True),
@@ -108,6 +110,12 @@ def postgres_reachable(url: str) -> bool:
 def _with_database(url: str, name: str) -> str:
     parsed = urllib.parse.urlsplit(url)
     return urllib.parse.urlunsplit(parsed._replace(path="/" + name))
+
+
+def with_driver(url: str, driver: str) -> str:
+    """A PostgreSQL `url` with SQLAlchemy's `driver` named in its scheme (postgresql+asyncpg://...)."""
+    parsed = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parsed._replace(scheme=f"postgresql+{driver}"))
 
 
 class PostgresDatabase:
@@ -211,12 +219,19 @@ class Launcher:
         peer_python: Path | None,
         postgres: PostgresDatabase | None,
         log_level: str,
+        access_log: bool = True,
+        users: int = 0,
     ) -> None:
         self.pool = pool
         self.workdir = workdir
         self.peer_python = peer_python
         self.postgres = postgres
         self.log_level = log_level
+        self.access_log = access_log
+        # Users seeded by SQL into each system's database before its accounts are made: seconds taken per system.
+        self.users = users
+        self.seeded: dict[str, float] = {}
+        self._seeded_urls: set[str] = set()
         self.secret = secrets.token_urlsafe(48)
         self.migrated: set[str] = set()
         self.starts = 0
@@ -251,6 +266,20 @@ class Launcher:
             url = self._postgres_for(spec).url
             return self._through_pgbouncer(url) if spec.pooler else url
         return f"sqlite:///{self.workdir / (spec.key + '.db')}"
+
+    def _seed(self, spec: SystemSpec, url: str) -> None:
+        """Seed `self.users` users into the database at `url` once (a restarted server finds them there)."""
+        if not self.users or spec.database is None or url in self._seeded_urls:
+            return
+        print(f"seeding {self.users:,} users into {spec.label}'s database", flush=True)
+        seed = seed_by_sql if spec.kind == "user-service" else seed_peer_by_sql
+        try:
+            seconds = seed(spec.database, url, self.users)
+        except Exception as error:
+            raise PrepareError(f"seeding {spec.label}'s database failed: {error}") from error
+        self._seeded_urls.add(url)
+        self.seeded[spec.key] = round(seconds, 1)
+        print(f"  {self.users:,} users seeded in {seconds:.1f} s", flush=True)
 
     def close(self) -> None:
         """Stop PgBouncer and drop the databases made for single systems."""
@@ -366,8 +395,11 @@ class Launcher:
         if spec.kind == "user-service":
             env = self._user_service_env(spec, self.workdir / f"uploads-{name}")
             self._migrate(spec, env)
+            self._seed(spec, env.get("MIGRATION_DATABASE_URL", env["DATABASE_URL"]))
             command = [str(project_bin("user-service")), "serve", "--host", "127.0.0.1", "--port", str(port)]
             command += ["--workers", str(spec.workers)]
+            if not self.access_log:
+                command.append("--no-access-log")
             if spec.metrics:
                 command += ["--metrics-port", str(free_port())]
             server = launch(command, env, "/health")
@@ -384,18 +416,25 @@ class Launcher:
             )
         uvicorn = ["-m", "uvicorn", "--app-dir", str(PEERS), "--host", "127.0.0.1", "--port", str(port)]
         uvicorn += ["--log-level", self.log_level.lower()]
+        if not self.access_log:
+            uvicorn.append("--no-access-log")
         if spec.kind == "fastapi-users":
             if self.peer_python is None:
                 raise PrepareError("the fastapi-users environment is not set up")
+            # Its documented set-ups: aiosqlite for SQLite, asyncpg for PostgreSQL; tables made at start-up.
+            url = self.database_url(spec)
             env = {
                 **base_env(),
-                "FAU_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / (spec.key + '.db')}",
+                "FAU_DATABASE_URL": with_driver(url, "asyncpg")
+                if spec.database == "postgresql"
+                else url.replace("sqlite://", "sqlite+aiosqlite://", 1),
                 "FAU_JWT_SECRET": self.secret,
                 "BCRYPT_ROUNDS": str(BCRYPT_ROUNDS),
                 "ACCESS_TOKEN_TTL_SECONDS": str(ACCESS_TOKEN_TTL_SECONDS),
             }
             command = [str(self.peer_python), *uvicorn, "fastapi_users_app:app"]
             server = launch(command, env, "/health")
+            self._seed(spec, with_driver(url, "psycopg") if spec.database == "postgresql" else url)
             form = urllib.parse.urlencode({"username": "storm@example.com", "password": PASSWORD})
             template = json.dumps({"email": "%s@example.com", "password": PASSWORD})
             return Target(

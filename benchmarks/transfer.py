@@ -28,6 +28,7 @@ from typing import Any
 
 import bcrypt
 import psycopg
+from seeding import seed_by_sql
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,52 +128,6 @@ def database(kind: str, folder: Path, postgres_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-SEED_SQL = {
-    "postgresql": (
-        "INSERT INTO users (id, namespace, username, password_hash, email, full_name, extra, is_active,"
-        " failed_login_count, created_at, updated_at)"
-        " SELECT gen_random_uuid(), 'bench', 'user' || lpad(i::text, 7, '0'), :hash,"
-        " 'user' || lpad(i::text, 7, '0') || '@example.com', 'User Number ' || i, '{}', true, 0,"
-        " timestamptz '2020-01-01 00:00:00+00' + i * interval '1 second',"
-        " timestamptz '2020-01-01 00:00:00+00' + i * interval '1 second'"
-        " FROM generate_series(0, :count - 1) AS i"
-    ),
-    "sqlite": (
-        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < :count - 1)"
-        " INSERT INTO users (id, namespace, username, password_hash, email, full_name, extra, is_active,"
-        " failed_login_count, created_at, updated_at)"
-        " SELECT lower(hex(randomblob(16))), 'bench', 'user' || printf('%07d', i), :hash,"
-        " 'user' || printf('%07d', i) || '@example.com', 'User Number ' || i, '{}', 1, 0,"
-        " strftime('%Y-%m-%d %H:%M:%f', '2020-01-01', '+' || i || ' seconds'),"
-        " strftime('%Y-%m-%d %H:%M:%f', '2020-01-01', '+' || i || ' seconds')"
-        " FROM n"
-    ),
-}
-
-
-def seed_by_sql(kind: str, url: str, count: int) -> float:
-    """Fill the namespace straight with SQL (for page timings at sizes an import would take minutes to reach)."""
-    from sqlalchemy import text
-
-    from user_service.config import Settings
-    from user_service.db import make_engine
-
-    settings = Settings(
-        database_url=url,
-        jwt_secret_key=SECRET,
-        db_statement_timeout_seconds=3600,
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    engine = make_engine(settings)
-    began = time.perf_counter()
-    with engine.begin() as connection:
-        connection.execute(text(SEED_SQL[kind]), {"count": count, "hash": "$2b$10$" + "a" * 53})
-        if kind == "postgresql":
-            connection.execute(text("ANALYZE users"))
-    engine.dispose()
-    return time.perf_counter() - began
 
 
 def measure_pages_only(kind: str, users: int, folder: Path, postgres_url: str, pages: int) -> dict[str, Any]:
