@@ -55,6 +55,7 @@ from user_service.schemas import (
     SessionInfo,
     TokenPair,
     TotpConfirmRequest,
+    TotpEnrolment,
     TotpRemoveRequest,
 )
 from user_service.service import UserService
@@ -206,6 +207,7 @@ def end_session(
     "/me/mfa/totp",
     summary="Start setting up a TOTP second factor: a new secret, its otpauth:// URI and QR code",
     description="Pending until confirmed; calling again while pending replaces the secret.",
+    response_model=TotpEnrolment,
     responses={**responses(*_AUTH_ERRORS, MfaAlreadyEnabled), **NO_STORE_RESPONSE},
 )
 def enrol_totp(principal: EnrollingPrincipal, service: ServiceDep, address: ClientAddress) -> Response:
