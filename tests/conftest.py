@@ -44,7 +44,17 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "USER_SERVICE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("USER_SERVICE_TEST_REQUIRE_POSTGRES") == "1"
-TABLES = ("refresh_tokens", "auth_sessions", "one_time_tokens", "admin_keys", "users", "signing_keys")
+TABLES = (
+    "refresh_tokens",
+    "auth_sessions",
+    "one_time_tokens",
+    "admin_keys",
+    "mfa_challenges",
+    "mfa_recovery_codes",
+    "mfa_factors",
+    "users",
+    "signing_keys",
+)
 PROFILE_KEYS = {
     "id",
     "namespace",
@@ -56,6 +66,7 @@ PROFILE_KEYS = {
     "extra",
     "created_at",
     "updated_at",
+    "mfa_enabled",
 }
 START = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 

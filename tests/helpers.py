@@ -125,6 +125,7 @@ COMMANDS = (
     "create-admin-key",
     "admin-keys",
     "revoke-admin-key",
+    "reset-mfa",
 )
 # Commands that hold subcommands (`keys list`): their subcommands take the settings options.
 COMMAND_GROUPS = ("keys",)
@@ -136,6 +137,9 @@ TABLES = {
     "signing_keys",
     "admin_keys",
     "one_time_tokens",
+    "mfa_factors",
+    "mfa_recovery_codes",
+    "mfa_challenges",
 }
 PLACEHOLDER_SECRET = str(dotenv_values(ENV_EXAMPLE)["JWT_SECRET_KEY"])
 

@@ -187,7 +187,7 @@ def test_openapi_documents_the_admin_api_and_the_token_refusals(client: TestClie
     admin_operations = [
         op for path, item in schema["paths"].items() if path.startswith("/admin/") for op in item.values()
     ]
-    assert len(admin_operations) == 9
+    assert len(admin_operations) == 10
     assert all(op["tags"] == ["admin"] and op["security"] == [{"AdminKey": []}] for op in admin_operations)
     for path in ("/auth/password-reset", "/auth/verify-email"):
         assert "one_time_token_invalid" in schema["paths"][path]["post"]["responses"]["400"]["description"]

@@ -392,7 +392,13 @@ def test_docs_page_loads_the_schema_it_is_served_with(docs: tuple[TestClient, st
 ENDPOINTS: dict[tuple[str, str], tuple[str | None, str, str | None]] = {
     # (method, path): (request model, success status, success model)
     ("post", "/auth/register"): ("RegisterRequest", "201", "Profile"),
-    ("post", "/auth/login"): ("LoginRequest", "200", "TokenPair"),
+    # (Its 200 is either model: see test_the_login_answer_is_a_token_pair_or_a_second_factor_challenge.)
+    ("post", "/auth/login"): ("LoginRequest", "200", None),
+    ("post", "/auth/login/mfa"): ("LoginMfaRequest", "200", "TokenPair"),
+    ("post", "/users/me/mfa/totp"): (None, "200", "TotpEnrolment"),
+    ("post", "/users/me/mfa/totp/confirm"): ("TotpConfirmRequest", "200", "RecoveryCodes"),
+    ("delete", "/users/me/mfa/totp"): ("TotpRemoveRequest", "200", "Profile"),
+    ("delete", "/admin/namespaces/{namespace}/users/{username}/mfa"): (None, "204", None),
     ("post", "/auth/refresh"): ("RefreshRequest", "200", "TokenPair"),
     ("get", "/users/me"): (None, "200", "Profile"),
     ("patch", "/users/me"): ("ProfilePatch", "200", "Profile"),
@@ -432,6 +438,12 @@ def test_every_endpoint_is_listed_with_its_models(docs: tuple[TestClient, str]) 
         if response_model is not None:
             assert operation["responses"][status]["content"]["application/json"]["schema"] == _ref(response_model)
         assert operation.get("summary"), (method, path)
+
+
+def test_the_login_answer_is_a_token_pair_or_a_second_factor_challenge(docs: tuple[TestClient, str]) -> None:
+    schema = openapi(docs)["paths"]["/auth/login"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+
+    assert schema["anyOf"] == [_ref("TokenPair"), _ref("MfaChallenge")]
 
 
 def test_avatar_upload_is_documented_as_a_multipart_file(docs: tuple[TestClient, str]) -> None:
@@ -500,6 +512,9 @@ PROTECTED = [
     ("get", "/users/me/sessions"),
     ("delete", "/users/me/sessions/{session_id}"),
     ("post", "/auth/logout-all"),
+    ("post", "/users/me/mfa/totp"),
+    ("post", "/users/me/mfa/totp/confirm"),
+    ("delete", "/users/me/mfa/totp"),
 ]
 
 

@@ -45,6 +45,9 @@ ADMIN_USER = ADMIN_USERS + "/{username}"
 WITH_INPUT = [
     ("POST", "/auth/register"),
     ("POST", "/auth/login"),
+    ("POST", "/auth/login/mfa"),
+    ("POST", "/users/me/mfa/totp/confirm"),
+    ("DELETE", "/users/me/mfa/totp"),
     ("POST", "/auth/refresh"),
     ("POST", "/auth/logout"),
     ("PATCH", "/users/me"),
@@ -69,6 +72,8 @@ WITHOUT_INPUT = [
     ("DELETE", ADMIN_USER),
     ("GET", ADMIN_USER + "/sessions"),
     ("DELETE", ADMIN_USER + "/sessions"),
+    ("DELETE", ADMIN_USER + "/mfa"),
+    ("POST", "/users/me/mfa/totp"),
     ("POST", ADMIN_USER + "/password-reset"),
     ("POST", ADMIN_USER + "/email-verification"),
 ]

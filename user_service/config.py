@@ -213,6 +213,9 @@ class Settings(BaseSettings):
 
     registration_enabled: bool = True
     registration_namespaces: str = ""
+    # The second factor: the issuer shown by authenticator apps, and the namespaces whose users must have one.
+    mfa_issuer: str = Field(default="user-service", min_length=1, max_length=64)
+    mfa_required_namespaces: str = ""
 
     rate_limit_enabled: bool = True
     rate_limit: str = "20/minute"
@@ -244,11 +247,13 @@ class Settings(BaseSettings):
     _trusted_proxy_networks: tuple[Network, ...] = PrivateAttr(default=())
     _cors_origin_list: tuple[str, ...] = PrivateAttr(default=())
     _registration_namespace_set: frozenset[str] | None = PrivateAttr(default=None)
+    _mfa_namespace_set: frozenset[str] = PrivateAttr(default=frozenset())
 
-    @field_validator("registration_namespaces")
+    @field_validator("registration_namespaces", "mfa_required_namespaces")
     @classmethod
-    def _namespaces_parse(cls, value: str) -> str:
-        return _every_item(value, normalize_namespace, "REGISTRATION_NAMESPACES: {item} is not a namespace")
+    def _namespaces_parse(cls, value: str, info: ValidationInfo) -> str:
+        name = str(info.field_name).upper()
+        return _every_item(value, normalize_namespace, name + ": {item} is not a namespace")
 
     @field_validator("database_url")
     @classmethod
@@ -331,6 +336,10 @@ class Settings(BaseSettings):
         names = self._registration_namespace_set
         return self.registration_enabled and (names is None or namespace in names)
 
+    def mfa_required(self, namespace: str) -> bool:
+        """Whether users of the (normalized) namespace must log in with a second factor (MFA_REQUIRED_NAMESPACES)."""
+        return namespace in self._mfa_namespace_set
+
     @property
     def cors_origin_list(self) -> list[str]:
         """CORS_ORIGINS, parsed once when the settings were loaded."""
@@ -394,6 +403,7 @@ class Settings(BaseSettings):
         self._cors_origin_list = tuple(item.rstrip("/") for item in _split(self.cors_origins))
         names = _split(self.registration_namespaces)
         self._registration_namespace_set = frozenset(map(normalize_namespace, names)) if names else None
+        self._mfa_namespace_set = frozenset(map(normalize_namespace, _split(self.mfa_required_namespaces)))
         return self
 
     @property

@@ -24,6 +24,13 @@ them), and README.md's error table lists exactly this catalogue (a test compares
     ├── AdminKeyNotFound            admin_key_not_found       404
     ├── AdminKeyNameTaken           admin_key_name_taken      409
     ├── OneTimeTokenInvalid         one_time_token_invalid    400
+    ├── MfaCodeInvalid              mfa_code_invalid          401
+    ├── MfaCodeReused               mfa_code_reused           401
+    ├── MfaTokenInvalid             mfa_token_invalid         401
+    ├── MfaRequired                 mfa_required              403
+    ├── MfaEnrolmentRequired        mfa_enrolment_required    403 (enrolment_token, expires_in)
+    ├── MfaNotEnrolled              mfa_not_enrolled          404
+    ├── MfaAlreadyEnabled           mfa_already_enabled       409
     ├── SessionNotFound             session_not_found         404
     ├── TooManyAttempts             too_many_attempts         429 (retry_after seconds)
     │   └── RateLimited             rate_limited              429 (retry_after seconds)
@@ -79,6 +86,14 @@ class ErrorCode(StrEnum):
     EMAIL_NOT_VERIFIED = "email_not_verified"
     ONE_TIME_TOKEN_INVALID = "one_time_token_invalid"
     ADMIN_KEY_NAME_TAKEN = "admin_key_name_taken"
+    # The second factor
+    MFA_CODE_INVALID = "mfa_code_invalid"
+    MFA_CODE_REUSED = "mfa_code_reused"
+    MFA_TOKEN_INVALID = "mfa_token_invalid"
+    MFA_REQUIRED = "mfa_required"
+    MFA_ENROLMENT_REQUIRED = "mfa_enrolment_required"
+    MFA_NOT_ENROLLED = "mfa_not_enrolled"
+    MFA_ALREADY_ENABLED = "mfa_already_enabled"
     # Not found, wrong method
     NOT_FOUND = "not_found"
     USER_NOT_FOUND = "user_not_found"
@@ -103,9 +118,12 @@ class UserServiceError(Exception):
     code: ErrorCode = ErrorCode.INVALID_INPUT
     status: int = 400
     message: str = "The request could not be completed."
+    # Fields an error body carries beside `detail` and `code` (most errors: none).
+    fields: dict[str, object]
 
     def __init__(self, message: str | None = None, *, code: ErrorCode | None = None) -> None:
         self.message = message or type(self).message
+        self.fields = {}
         if code is not None:
             self.code = code
         super().__init__(self.message)
@@ -293,3 +311,61 @@ class OneTimeTokenInvalid(UserServiceError):
     code = ErrorCode.ONE_TIME_TOKEN_INVALID
     status = 400
     message = "The token is invalid, expired or already used."
+
+
+class MfaCodeInvalid(UserServiceError):
+    """A second-factor code (TOTP or recovery code) that is wrong; counted like a wrong password."""
+
+    code = ErrorCode.MFA_CODE_INVALID
+    status = 401
+    message = "The code is not valid."
+
+
+class MfaCodeReused(UserServiceError):
+    """A TOTP code of a time step already used, or a recovery code already spent."""
+
+    code = ErrorCode.MFA_CODE_REUSED
+    status = 401
+    message = "This code was already used; wait for the next one."
+
+
+class MfaTokenInvalid(UserServiceError):
+    """The same answer for an unknown, spent or expired mfa_token."""
+
+    code = ErrorCode.MFA_TOKEN_INVALID
+    status = 401
+    message = "The mfa_token is invalid, expired or already used; log in again."
+
+
+class MfaRequired(UserServiceError):
+    """A token of a session that did not pass the second factor, where one is required."""
+
+    code = ErrorCode.MFA_REQUIRED
+    status = 403
+    message = "This requires a login with a second factor."
+
+
+class MfaEnrolmentRequired(UserServiceError):
+    """The namespace requires a second factor and the account has none yet. At login the body carries an
+    `enrolment_token` that only the /users/me/mfa/totp endpoints accept; any other endpoint refuses that token."""
+
+    code = ErrorCode.MFA_ENROLMENT_REQUIRED
+    status = 403
+    message = "This account must set up a second factor first."
+
+    def __init__(self, enrolment_token: str | None = None, expires_in: int | None = None) -> None:
+        super().__init__()
+        if enrolment_token is not None:
+            self.fields = {"enrolment_token": enrolment_token, "expires_in": expires_in}
+
+
+class MfaNotEnrolled(UserServiceError):
+    code = ErrorCode.MFA_NOT_ENROLLED
+    status = 404
+    message = "There is no second factor to confirm or remove."
+
+
+class MfaAlreadyEnabled(UserServiceError):
+    code = ErrorCode.MFA_ALREADY_ENABLED
+    status = 409
+    message = "A second factor is already set up; remove it first."

@@ -21,7 +21,9 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 
 
 # Events that suggest an attack in progress are warnings; the rest are the normal life of accounts.
-WARNING_EVENTS = frozenset({"lockout", "login_refused_locked", "refresh_reuse"})
+WARNING_EVENTS = frozenset(
+    {"lockout", "login_refused_locked", "refresh_reuse", "mfa_refused_locked", "mfa_code_reused"}
+)
 
 
 def security_event(event: str, **fields: object) -> None:

@@ -5,7 +5,19 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from user_service.db import Base, UTCDateTime
@@ -67,6 +79,8 @@ class AuthSession(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(32))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip: Mapped[str | None] = mapped_column(String(64))
+    # The assurance level the session was opened with: 'aal2' after a second factor, kept by every refresh.
+    aal: Mapped[str] = mapped_column(String(8), default="aal1", server_default="aal1")
 
 
 class RefreshToken(Base):
@@ -149,6 +163,56 @@ class OneTimeToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64))
     # The address a verification token was issued for: a changed address makes the token useless.
     email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MfaFactor(Base):
+    """A user's TOTP factor: pending until confirmed with a code, at most one per user. The secret is sealed with a
+    key derived from JWT_SECRET_KEY and bound to the user's id; `last_used_step` is the newest 30-second step whose
+    code was accepted, so a code is never accepted twice."""
+
+    __tablename__ = "mfa_factors"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    # A new id for each enrolment: a confirmation names the secret it checked the code against.
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, default=uuid.uuid4)
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class MfaRecoveryCode(Base):
+    """One single-use recovery code of a user; only its keyed digest is stored."""
+
+    __tablename__ = "mfa_recovery_codes"
+    __table_args__ = (UniqueConstraint("user_id", "code_hash"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MfaChallenge(Base):
+    """The second step of a login whose password was right: an opaque mfa_token (only its SHA-256 is stored),
+    single use, short-lived, bound to the user and to the password hash that was checked."""
+
+    __tablename__ = "mfa_challenges"
+    __table_args__ = (
+        UniqueConstraint("token_hash"),
+        Index("ix_mfa_challenges_user_id", "user_id"),
+        Index("ix_mfa_challenges_expires_at", "expires_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    # SHA-256 of the password hash that was checked: a password changed since makes the challenge useless.
+    password_digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

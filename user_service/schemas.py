@@ -274,6 +274,9 @@ class Profile(BaseModel):
     extra: dict[str, str]
     created_at: datetime
     updated_at: datetime
+    mfa_enabled: bool = Field(
+        default=False, description="Whether the user has a confirmed second factor: logins then take a code too."
+    )
 
 
 class UserSummary(BaseModel):
@@ -377,6 +380,99 @@ class JsonWebKeySet(BaseModel):
     )
 
     keys: list[dict[str, str]]
+
+
+# -- the second factor ----------------------------------------------------------------------------------------------
+
+_CODE_DESCRIPTION = "A 6-digit code from the authenticator app, or one of the recovery codes."
+# Both kinds of code are short: a TOTP code has 6 digits, a recovery code 11 characters.
+_CODE_MAX = 32
+
+
+class MfaChallenge(BaseModel):
+    """A right password of an account with a second factor: no tokens yet; send `mfa_token` and a code to
+    POST /auth/login/mfa within `expires_in` seconds."""
+
+    model_config = _examples({"mfa_required": True, "mfa_token": "Zk3v…", "expires_in": 300})
+
+    mfa_required: Literal[True] = True
+    mfa_token: str = Field(description="Opaque and single use; good only at POST /auth/login/mfa.")
+    expires_in: int = Field(description="Seconds until the mfa_token expires.")
+
+
+class LoginMfaRequest(_Input):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"mfa_token": "Zk3v…", "code": "123456"}]}
+    )
+
+    mfa_token: StrictStr = Field(max_length=256)
+    code: StrictStr = Field(max_length=_CODE_MAX, description=_CODE_DESCRIPTION)
+
+
+class TotpEnrolment(BaseModel):
+    """A new, pending TOTP secret: show the QR code (or the secret) to the user, then confirm with a code."""
+
+    model_config = _examples(
+        {
+            "secret": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+            "uri": "otpauth://totp/user-service:acme%2Falice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=user-service",
+            "qr_png": "iVBORw0KGgo…",
+        }
+    )
+
+    secret: str = Field(description="The base32 secret, for typing into an app by hand.")
+    uri: str = Field(description="The otpauth:// URI (SHA-1, 6 digits, 30 seconds).")
+    qr_png: str = Field(description="The URI as a QR code: a PNG image, base64-encoded.")
+
+
+class TotpConfirmRequest(_Input):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"code": "123456"}]})
+
+    code: StrictStr = Field(max_length=_CODE_MAX, description="A 6-digit code from the authenticator app.")
+
+
+class RecoveryCodes(BaseModel):
+    """Shown once: each code logs in once in place of a TOTP code. Only their digests are stored."""
+
+    model_config = _examples({"recovery_codes": ["k3v9q-7xw2m", "p8d4r-2nh6t"]})
+
+    recovery_codes: list[str]
+
+
+class TotpRemoveRequest(_Input):
+    """Proof for removing the second factor: a code (TOTP or recovery) or the password, exactly one."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"code": "123456"}, {"password": "correct horse battery"}]}
+    )
+
+    code: StrictStr | None = Field(default=None, max_length=_CODE_MAX, description=_CODE_DESCRIPTION)
+    password: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _one_proof(self) -> TotpRemoveRequest:
+        if (self.code is None) == (self.password is None):
+            raise ValueError("give exactly one of code and password")
+        return self
+
+
+class MfaEnrolmentRequiredBody(BaseModel):
+    """403 `mfa_enrolment_required` at login: the namespace requires a second factor the account does not have.
+    `enrolment_token` is a bearer token that only the three /users/me/mfa/totp endpoints accept."""
+
+    model_config = _examples(
+        {
+            "detail": "This account must set up a second factor first.",
+            "code": "mfa_enrolment_required",
+            "enrolment_token": "eyJ…",
+            "expires_in": 300,
+        }
+    )
+
+    detail: str
+    code: Literal["mfa_enrolment_required"]
+    enrolment_token: str
+    expires_in: int
 
 
 class ErrorBody(BaseModel):

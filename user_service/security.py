@@ -29,6 +29,11 @@ ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
 REQUIRED_CLAIMS = ("sub", "ns", "username", "type", "iat", "exp", "jti", "sid", "iss", "aud")
 # How far the clocks of the instances that issue and check tokens may disagree.
 CLOCK_LEEWAY_SECONDS = 30
+# Assurance levels (NIST SP 800-63B) and the authentication methods (RFC 8176) behind each.
+AAL1, AAL2 = "aal1", "aal2"
+AMR = {AAL1: ["pwd"], AAL2: ["pwd", "otp"]}
+# The `scope` of a token that only the second-factor enrolment endpoints accept.
+ENROLMENT_SCOPE = "mfa_enrolment"
 
 
 # At most one bcrypt computation per usable core at once, whatever the number of threads asking: more would not
@@ -94,6 +99,9 @@ class AccessClaims:
     issued_at: int
     expires_at: int
     token_id: str
+    # Tokens issued before assurance levels existed carry no `aal`: they are aal1.
+    aal: str = AAL1
+    scope: str | None = None
 
 
 def encode_access_token(
@@ -109,6 +117,8 @@ def encode_access_token(
     session_id: uuid.UUID,
     now: datetime,
     ttl_seconds: int,
+    aal: str = AAL1,
+    scope: str | None = None,
 ) -> str:
     issued_at = int(now.timestamp())
     claims: dict[str, Any] = {
@@ -122,7 +132,11 @@ def encode_access_token(
         "iat": issued_at,
         "exp": issued_at + ttl_seconds,
         "jti": secrets.token_hex(16),
+        "amr": AMR[aal],
+        "aal": aal,
     }
+    if scope is not None:
+        claims["scope"] = scope
     return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid} if kid is not None else None)
 
 
@@ -173,6 +187,8 @@ def decode_access_token(
             issued_at=issued_at,
             expires_at=expires_at,
             token_id=str(claims["jti"]),
+            aal=AAL2 if claims.get("aal") == AAL2 else AAL1,
+            scope=str(claims["scope"]) if "scope" in claims else None,
         )
     except (ValueError, TypeError, AttributeError):
         raise InvalidToken() from None

@@ -39,6 +39,10 @@ _AUTH_OUTCOMES = {
     "login_refused_locked": ("login", "locked"),
     "refresh_reuse": ("refresh", "reused"),
     "password_changed": ("password_change", "success"),
+    "mfa_passed": ("mfa", "success"),
+    "mfa_failed": ("mfa", "failure"),
+    "mfa_code_reused": ("mfa", "reused"),
+    "mfa_refused_locked": ("mfa", "locked"),
 }
 
 

@@ -7,6 +7,11 @@
     claims = verifier.verify(token)        # VerifiedClaims, or TokenRejected
 
     CurrentClaims = Annotated[VerifiedClaims, Depends(verifier.dependency())]   # 401 + WWW-Authenticate: Bearer
+    StrongClaims = Annotated[VerifiedClaims, Depends(verifier.dependency(require_mfa=True))]  # 403 mfa_required
+
+`require_mfa=True` (on the constructor, or on one dependency) refuses tokens of sessions that did not pass a second
+factor (`aal` other than "aal2"; tokens without the claim are aal1): `verify` raises MfaRequired, a TokenRejected,
+and the dependency answers 403 `{"detail", "code": "mfa_required"}`.
 
 What local verification gives up: a token whose session was ended (logout, password change, a disabled account)
 stays valid here until it expires, at most ACCESS_TOKEN_TTL_SECONDS. Call the service's GET /users/me where that
@@ -45,7 +50,7 @@ from jwt import PyJWK, PyJWKClient  # noqa: E402
 if TYPE_CHECKING:
     from fastapi import Request
 
-__all__ = ["TokenRejected", "TokenVerifier", "VerifiedClaims"]
+__all__ = ["MfaRequired", "TokenRejected", "TokenVerifier", "VerifiedClaims"]
 
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 (a claim value, not a secret)
 REQUIRED_CLAIMS = ("sub", "ns", "username", "type", "iat", "exp", "jti", "sid", "iss", "aud")
@@ -59,8 +64,15 @@ REMEMBERED_TOKENS = 10_000
 REMEMBERED_TOKEN_MAX_CHARS = 2048
 
 
+AAL2 = "aal2"
+
+
 class TokenRejected(Exception):
     """The token is not one the service issued and still valid: any failure, one exception."""
+
+
+class MfaRequired(TokenRejected):
+    """A valid token of a session that did not pass a second factor, where one is required."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +85,9 @@ class VerifiedClaims:
     session_id: uuid.UUID
     expires_at: datetime
     token_id: str
+    # How the user logged in (RFC 8176 `amr`) and the assurance level: "aal2" after a second factor.
+    amr: tuple[str, ...] = ("pwd",)
+    aal: str = "aal1"
 
 
 class TokenVerifier:
@@ -88,8 +103,10 @@ class TokenVerifier:
         audience: str,
         cache_seconds: float = 300.0,
         timeout_seconds: float = 5.0,
+        require_mfa: bool = False,
     ) -> None:
         self.issuer = issuer
+        self.require_mfa = require_mfa
         self.audience = audience
         self.cache_seconds = cache_seconds
         self._client = PyJWKClient(jwks_url, cache_keys=False, lifespan=cache_seconds, timeout=int(timeout_seconds))
@@ -158,9 +175,19 @@ class TokenVerifier:
                 self._verified.pop(next(iter(self._verified)))
             self._verified[token] = (claims, issued_at, expires_at)
 
-    def verify(self, token: str) -> VerifiedClaims:
-        """The claims of a valid access token; TokenRejected for anything else. Blocking when the keys must be
-        fetched."""
+    def verify(self, token: str, *, require_mfa: bool | None = None) -> VerifiedClaims:
+        """The claims of a valid access token; TokenRejected for anything else (MfaRequired for an aal1 token when
+        a second factor is required). Blocking when the keys must be fetched."""
+        claims = self._verified_claims(token)
+        return self._strong_enough(claims, require_mfa)
+
+    def _strong_enough(self, claims: VerifiedClaims, require_mfa: bool | None) -> VerifiedClaims:
+        required = self.require_mfa if require_mfa is None else require_mfa
+        if required and claims.aal != AAL2:
+            raise MfaRequired("a second factor is required")
+        return claims
+
+    def _verified_claims(self, token: str) -> VerifiedClaims:
         remembered = self._remembered(token)
         if remembered is not None:
             return remembered
@@ -183,6 +210,10 @@ class TokenVerifier:
             )
             if claims["type"] != ACCESS_TOKEN_TYPE:
                 raise TokenRejected("not an access token")
+            if "scope" in claims:
+                # A token limited to second-factor enrolment is good only at the service's enrolment endpoints.
+                raise TokenRejected("a token limited to enrolment")
+            amr = claims.get("amr", ["pwd"])
             expires_at, issued_at = claims["exp"], claims["iat"]
             if not all(isinstance(value, int) and not isinstance(value, bool) for value in (expires_at, issued_at)):
                 raise TokenRejected("bad times")
@@ -193,17 +224,19 @@ class TokenVerifier:
                 session_id=uuid.UUID(claims["sid"]),
                 expires_at=datetime.fromtimestamp(expires_at, UTC),
                 token_id=str(claims["jti"]),
+                amr=tuple(str(method) for method in amr) if isinstance(amr, list) else ("pwd",),
+                aal=AAL2 if claims.get("aal") == AAL2 else "aal1",
             )
         except (jwt.PyJWTError, ValueError, TypeError, AttributeError, KeyError):
             raise TokenRejected("invalid token") from None
         self._remember(token, verified, issued_at, expires_at)
         return verified
 
-    async def verify_async(self, token: str) -> VerifiedClaims:
+    async def verify_async(self, token: str, *, require_mfa: bool | None = None) -> VerifiedClaims:
         """As `verify`, fetching keys (the only blocking part) in a worker thread; a cached key costs no hop."""
         remembered = self._remembered(token)
         if remembered is not None:
-            return remembered
+            return self._strong_enough(remembered, require_mfa)
         kid = self._kid(token)
         key = self._cached_key(kid)
         if key is None:
@@ -212,21 +245,41 @@ class TokenVerifier:
             key = await anyio.to_thread.run_sync(self._key, kid)
             if key is None:
                 raise TokenRejected("unknown key")
-        return self._check(token, key)
+        return self._strong_enough(self._check(token, key), require_mfa)
 
-    def dependency(self) -> Callable[[Request], Awaitable[VerifiedClaims]]:
-        """A FastAPI dependency giving the caller's VerifiedClaims, or 401 with `WWW-Authenticate: Bearer`."""
+    def dependency(self, *, require_mfa: bool | None = None) -> Callable[[Request], Awaitable[VerifiedClaims]]:
+        """A FastAPI dependency giving the caller's VerifiedClaims, or 401 with `WWW-Authenticate: Bearer`; with a
+        second factor required (here, or else on the verifier), 403 `{"detail", "code": "mfa_required"}` for a
+        token of a session without one."""
         from fastapi import HTTPException, Request
+        from fastapi.responses import JSONResponse
 
         def unauthorized(detail: str) -> HTTPException:
             return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+        class MfaRequiredError(HTTPException):
+            """403 for a token without a second factor."""
+
+        async def render(_request: Request, exc: Exception) -> JSONResponse:
+            assert isinstance(exc, HTTPException)
+            return JSONResponse({"detail": exc.detail, "code": "mfa_required"}, status_code=exc.status_code)
+
+        def mfa_required(request: Request) -> HTTPException:
+            # Rendered as `{"detail", "code"}` by a handler handed to the host through the request's scope (as
+            # user_service.api.host does), so the host installs nothing; without one it is still a 403.
+            handlers = request.scope.get("starlette.exception_handlers")
+            if isinstance(handlers, tuple) and handlers and isinstance(handlers[0], dict):
+                handlers[0].setdefault(MfaRequiredError, render)
+            return MfaRequiredError(403, "This requires a login with a second factor.")
 
         async def current_claims(request: Request) -> VerifiedClaims:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise HTTPException(401, "Not authenticated.", headers={"WWW-Authenticate": "Bearer"})
             try:
-                return await self.verify_async(token.strip())
+                return await self.verify_async(token.strip(), require_mfa=require_mfa)
+            except MfaRequired:
+                raise mfa_required(request) from None
             except TokenRejected:
                 raise unauthorized("The access token is invalid or expired.") from None
 

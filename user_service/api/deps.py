@@ -48,18 +48,32 @@ async def run_single_read(service: UserService, read: Callable[[*Args], T], *arg
 
 class BearerPrincipal(HTTPBearer):
     """The bearer scheme and the token check as one dependency (each dependency FastAPI solves costs time, and
-    this one runs on every authenticated request); OpenAPI shows it as the bearer scheme."""
+    this one runs on every authenticated request); OpenAPI shows it as the bearer scheme. `enrolment` lets a token
+    limited to second-factor enrolment through (the /users/me/mfa/totp endpoints only)."""
+
+    def __init__(self, *, scheme_name: str, description: str, auto_error: bool, enrolment: bool = False) -> None:
+        super().__init__(scheme_name=scheme_name, description=description, auto_error=auto_error)
+        self.enrolment = enrolment
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]  # a Principal, not the credentials
         credentials = await super().__call__(request)
         if credentials is None:
             raise NotAuthenticated()
         service: UserService = request.app.state.service
+        if self.enrolment:
+            return await run_in_threadpool(service.authenticate, credentials.credentials, enrolment=True)
         return await run_single_read(service, service.authenticate, credentials.credentials)
 
 
-current_principal = BearerPrincipal(auto_error=False, **BEARER)
+current_principal = BearerPrincipal(
+    auto_error=False, scheme_name=BEARER["scheme_name"], description=BEARER["description"]
+)
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+# The caller, whose token may also be one limited to enrolling a second factor.
+enrolling_principal = BearerPrincipal(
+    enrolment=True, auto_error=False, scheme_name=BEARER["scheme_name"], description=BEARER["description"]
+)
+EnrollingPrincipal = Annotated[Principal, Depends(enrolling_principal)]
 
 
 async def client_address(request: Request) -> str | None:

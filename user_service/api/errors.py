@@ -43,8 +43,10 @@ class RequestTooLarge(StarletteHTTPException):
         self.code = code
 
 
-def error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+def error_response(
+    status: int, detail: str, code: str, headers: dict[str, str] | None = None, fields: dict[str, object] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code, **(fields or {})}, status_code=status, headers=headers)
 
 
 def domain_error_headers(exc: UserServiceError) -> dict[str, str]:
@@ -65,7 +67,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if metrics is not None and exc.code in _COUNTED_REFUSALS:
         route = getattr(request.scope.get("route"), "path_format", "unmatched")
         metrics.refused(exc.code, route)
-    return error_response(exc.status, exc.message, exc.code, domain_error_headers(exc))
+    return error_response(exc.status, exc.message, exc.code, domain_error_headers(exc), exc.fields)
 
 
 def _clean_loc(loc: Any) -> list[str | int]:

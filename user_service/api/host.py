@@ -11,8 +11,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from user_service.api.deps import BearerCredentials
 from user_service.api.errors import domain_error_headers, error_response
 from user_service.api.metrics import CONTENT_TYPE_LATEST, Metrics
-from user_service.errors import InvalidToken, NotAuthenticated, UserServiceError
+from user_service.errors import InvalidToken, MfaRequired, NotAuthenticated, UserServiceError
 from user_service.schemas import Profile
+from user_service.security import AAL2
 from user_service.service import UserService
 from user_service.validation import normalize_namespace
 
@@ -40,7 +41,9 @@ def _answer_like_the_service(request: Request) -> None:
         handlers[0].setdefault(HostAuthError, _render)
 
 
-def require_user(accounts: FastAPI, namespace: str | Iterable[str] | None = None) -> Callable[..., Profile]:
+def require_user(
+    accounts: FastAPI, namespace: str | Iterable[str] | None = None, *, require_mfa: bool = False
+) -> Callable[..., Profile]:
     """A dependency giving the caller's Profile, for routes of a host app that mounted `accounts`.
 
     `namespace` (one, or several) is the tenant the host serves: a token of any other namespace is refused like an
@@ -48,7 +51,8 @@ def require_user(accounts: FastAPI, namespace: str | Iterable[str] | None = None
     token's `sub`), which never changes and is unique across namespaces; a username is unique only within its
     namespace. Refusals answer what the service answers: the body `{detail, code}` with its status (401 with
     WWW-Authenticate, 403 for a disabled account, 503 when the database is down), without the host installing
-    anything; they are raised as an HTTPException subclass, `HostAuthError`.
+    anything; they are raised as an HTTPException subclass, `HostAuthError`. With `require_mfa`, a token of a
+    session that did not pass a second factor (`aal` other than "aal2") is refused with 403 `mfa_required`.
     """
     service: UserService = accounts.state.service
     names = [namespace] if isinstance(namespace, str) else namespace
@@ -61,9 +65,12 @@ def require_user(accounts: FastAPI, namespace: str | Iterable[str] | None = None
         try:
             if credentials is None:
                 raise NotAuthenticated()
-            user = service.authenticate(credentials.credentials).user
+            principal = service.authenticate(credentials.credentials)
+            user = principal.user
             if allowed is not None and user.namespace not in allowed:
                 raise InvalidToken("The token belongs to another namespace.")
+            if require_mfa and principal.aal != AAL2:
+                raise MfaRequired()
             return service.profile_of(user)
         except UserServiceError as exc:
             raise HostAuthError(exc) from None

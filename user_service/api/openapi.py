@@ -13,6 +13,9 @@ _OPERATION_NAMES = {
     "patch_me": "update_me",
     "read_upload": "get_upload",
     "health": "check",
+    "enrol_totp": "mfa_totp_enrol",
+    "confirm_totp": "mfa_totp_confirm",
+    "remove_totp": "mfa_totp_remove",
 }
 BEARER_SCHEME = "HTTPBearer"
 # The models that carry a refresh token, in a body or an answer.

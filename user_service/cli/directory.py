@@ -85,6 +85,7 @@ def _detail_lines(detail: UserDetail) -> list[tuple[str, str]]:
         ("avatar url", detail.avatar_url or "-"),
         ("extra", ", ".join(f"{key}={value}" for key, value in detail.extra.items()) or "-"),
         ("active", "yes" if detail.is_active else "no"),
+        ("second factor", "yes" if detail.mfa_enabled else "no"),
         ("locked until", _when(detail.locked_until)),
         ("failed logins", str(detail.failed_login_count)),
         ("last login", _when(detail.last_login_at)),
@@ -101,7 +102,7 @@ def show_user(
     env_file: EnvFileOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Show a user's profile and state: active, locked until, failed logins, last login, live sessions."""
+    """Show a user's profile and state: active, second factor, locked until, failed logins, last login, sessions."""
     with operator_service(env_file, database_url) as service:
         detail = service.user_detail(namespace=namespace, username=username)
     if as_json:

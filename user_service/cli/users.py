@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
     app.command("delete-user")(delete_user)
     app.command("set-password")(set_password)
     app.command("prune-sessions")(prune_sessions)
+    app.command("reset-mfa")(reset_mfa)
 
 
 def _parse_extra(pairs: list[str]) -> dict[str, str]:
@@ -202,3 +203,20 @@ def prune_sessions(
     with operator_service(env_file, database_url) as service:
         deleted = service.prune_sessions(keep_revoked_seconds=keep_ended_days * 86_400)
     console.print(f"deleted {deleted} sessions")
+
+
+def reset_mfa(
+    namespace: NamespaceArg,
+    username: UsernameArg,
+    as_json: JsonOption = False,
+    env_file: EnvFileOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Remove a user's second factor and recovery codes (a lost phone) and end their sessions."""
+    with operator_service(env_file, database_url) as service:
+        removed, ended = service.reset_mfa(namespace=namespace, username=username)
+    if as_json:
+        console.print_json(json.dumps({"removed": removed, "sessions_ended": ended}))
+        return
+    what = "second factor removed" if removed else "no second factor to remove"
+    console.print(f"{namespace}/{username}: {what}; {ended} sessions ended", markup=False)

@@ -8,6 +8,7 @@ and hands each call to the domain module that owns the rule:
     context.py     the shared context and the records passed around (Account, Principal)
     accounts.py    registration, lookup, operators' changes to an account
     logins.py      password check, lockout, password change
+    mfa.py         the second factor: TOTP enrolment, recovery codes, the second step of a login
     sessions.py    sessions, refresh-token rotation and reuse, logout
     tokens.py      access tokens: issuing and checking
     keys.py        signing keys: creation, rotation, the in-memory copy, the JWKS
@@ -37,13 +38,16 @@ from user_service.schemas import (
     AdminUserCreate,
     AdminUserPatch,
     ImportedUser,
+    MfaChallenge,
     NamespaceCount,
     OneTimeTokenOut,
     Profile,
     ProfilePatch,
+    RecoveryCodes,
     RegisterRequest,
     SessionInfo,
     TokenPair,
+    TotpEnrolment,
     UserDetail,
     UserPage,
 )
@@ -54,6 +58,7 @@ from user_service.service import (
     directory,
     keys,
     logins,
+    mfa,
     profiles,
     recovery,
     sessions,
@@ -239,12 +244,41 @@ class UserService:
         password: str,
         user_agent: str | None = None,
         ip: str | None = None,
-    ) -> TokenPair:
-        """Check the password and start a session; the same InvalidCredentials for every kind of miss."""
+    ) -> TokenPair | MfaChallenge:
+        """Check the password and start a session; the same InvalidCredentials for every kind of miss. An account
+        with a second factor gets an MfaChallenge instead, to complete with `login_mfa`; one in a namespace of
+        MFA_REQUIRED_NAMESPACES without a factor gets MfaEnrolmentRequired, carrying a token limited to enrolment."""
         tokens.prepare(self.context)
         return logins.login(
             self.context, namespace=namespace, username=username, password=password, user_agent=user_agent, ip=ip
         )
+
+    def login_mfa(
+        self, *, mfa_token: str, code: str, user_agent: str | None = None, ip: str | None = None
+    ) -> TokenPair:
+        """The second step of a login: spend the challenge's mfa_token with a TOTP or recovery code for a token pair
+        at aal2. Wrong codes count toward the same lockout as wrong passwords."""
+        tokens.prepare(self.context)
+        return mfa.complete_login(self.context, mfa_token, code, user_agent=user_agent, ip=ip)
+
+    def enrol_totp(self, principal: Principal, *, ip: str | None = None) -> TotpEnrolment:
+        """A new pending TOTP secret with its otpauth:// URI and QR code; replaces a pending one."""
+        return mfa.enrol(self.context, principal, ip=ip)
+
+    def confirm_totp(self, principal: Principal, code: str, *, ip: str | None = None) -> RecoveryCodes:
+        """Turn the pending factor on with a code from it; every other session ends; the recovery codes, once."""
+        return mfa.confirm(self.context, principal, code, ip=ip)
+
+    def remove_totp(
+        self, principal: Principal, *, code: str | None = None, password: str | None = None, ip: str | None = None
+    ) -> Profile:
+        """Remove the second factor and its recovery codes, proven by a code or the password."""
+        return mfa.remove(self.context, principal, code=code, password=password, ip=ip)
+
+    def reset_mfa(self, *, namespace: str, username: str, actor: str = "operator") -> tuple[bool, int]:
+        """Operators: remove the user's second factor and end their sessions; whether there was one, and how many
+        sessions ended."""
+        return mfa.reset(self.context, namespace=namespace, username=username, actor=actor)
 
     def change_password(
         self,
@@ -266,9 +300,10 @@ class UserService:
             ip=ip,
         )
 
-    def authenticate(self, access_token: str) -> Principal:
-        """The active user an access token names, and its open session."""
-        return tokens.authenticate(self.context, access_token)
+    def authenticate(self, access_token: str, *, enrolment: bool = False) -> Principal:
+        """The active user an access token names, and its open session. A token limited to second-factor enrolment
+        is refused (MfaEnrolmentRequired) unless `enrolment` allows it."""
+        return tokens.authenticate(self.context, access_token, enrolment=enrolment)
 
     def refresh(self, refresh_token: str, *, ip: str | None = None) -> TokenPair:
         """Spend a refresh token for a new pair; a spent token presented again revokes its whole session."""
@@ -388,6 +423,10 @@ class UserService:
 
     def admin_end_sessions(self, key: AdminPrincipal, *, namespace: str, username: str) -> int:
         return admin.end_sessions(self.context, key, namespace, username)
+
+    def admin_reset_mfa(self, key: AdminPrincipal, *, namespace: str, username: str) -> None:
+        """Remove the user's second factor and end their sessions."""
+        admin.reset_mfa(self.context, key, namespace, username)
 
     def admin_issue_token(
         self, key: AdminPrincipal, *, namespace: str, username: str, kind: recovery.TokenKind

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
 from datetime import datetime
 
 from user_service.config import MAX_ACCESS_TOKEN_TTL_SECONDS
@@ -91,7 +90,7 @@ def register(ctx: Context, data: RegisterRequest, *, ip: str | None = None, by_o
     )
     try:
         with ctx.db.write() as tx:
-            tx.execute(sql.INSERT_USER, asdict(user))
+            tx.execute(sql.INSERT_USER, user.columns())
     except UniqueViolation:
         _raise_if_taken(ctx, data.namespace, data.username, data.email)
         raise UsernameTaken() from None

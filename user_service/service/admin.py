@@ -19,7 +19,7 @@ from user_service.schemas import (
     UserDetail,
     UserPage,
 )
-from user_service.service import accounts, directory, profiles, recovery, transfer
+from user_service.service import accounts, directory, mfa, profiles, recovery, transfer
 from user_service.service import statements as sql
 from user_service.service.admin_keys import AdminPrincipal
 from user_service.service.context import Account, Context
@@ -126,6 +126,13 @@ def list_sessions(ctx: Context, key: AdminPrincipal, namespace: str, username: s
 def end_sessions(ctx: Context, key: AdminPrincipal, namespace: str, username: str) -> int:
     user = _user(ctx, key, namespace, username)
     return directory.revoke_sessions(ctx, user.namespace, user.username, actor=f"admin-key:{key.name}")
+
+
+def reset_mfa(ctx: Context, key: AdminPrincipal, namespace: str, username: str) -> None:
+    """Remove the user's second factor and recovery codes, and end every session of the user."""
+    user = _user(ctx, key, namespace, username)
+    mfa.reset(ctx, namespace=user.namespace, username=user.username, actor=f"admin-key:{key.name}")
+    _event("reset_mfa", key, user)
 
 
 def issue_token(

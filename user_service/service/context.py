@@ -167,11 +167,18 @@ class Account:
     updated_at: datetime
     last_login_at: datetime | None = None
     email_verified: bool = False
+    # Whether the account has a confirmed second factor (read with the row; not a column of it).
+    mfa_enabled: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Account:
-        """An account from a row that holds its columns by name (other columns are ignored)."""
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+        """An account from a row that holds its columns by name (other columns are ignored; `mfa_enabled` may be
+        missing from a row that was never stored)."""
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__ if name != "mfa_enabled" or name in row})
+
+    def columns(self) -> dict[str, Any]:
+        """The values of the users table's columns, for an INSERT."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "mfa_enabled"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,3 +196,10 @@ class Principal:
 
     user: Account
     session_id: uuid.UUID
+    # The token's assurance level ('aal2' after a second factor) and scope (only enrolment tokens have one).
+    aal: str = security.AAL1
+    scope: str | None = None
+
+    @property
+    def enrolment_only(self) -> bool:
+        return self.scope == security.ENROLMENT_SCOPE

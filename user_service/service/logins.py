@@ -7,37 +7,51 @@ client is locked out of the account, and at most `LOGIN_ACCOUNT_MAX_FAILURES` fr
 locks. A right password then clears the counts, and starts a session, only if the account still has the hash that
 was checked and is still active (one conditional statement): a password change, a reset or a disable that lands
 while a login is in flight wins.
+
+An account with a confirmed second factor gets no session for a right password: it gets a login challenge (an
+mfa_token), and its reserved attempt stays counted until a right code (see mfa.py) clears the counts, so knowing
+the password never buys more code guesses than the lockout allows. In a namespace of MFA_REQUIRED_NAMESPACES, an
+account without one gets a short session whose only token is limited to enrolling a factor.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from user_service import security
 from user_service.addresses import client_key
 from user_service.errors import (
     EmailNotVerified,
     InvalidCredentials,
     InvalidToken,
+    MfaEnrolmentRequired,
     TooManyAttempts,
     UserDisabled,
     UserServiceError,
 )
 from user_service.events import security_event
-from user_service.schemas import TokenPair
+from user_service.schemas import MfaChallenge, TokenPair
 from user_service.service import accounts, sessions
 from user_service.service import admin_statements as admin_sql
+from user_service.service import mfa_statements as mfa_sql
 from user_service.service import statements as sql
 from user_service.service.context import Account, Context, Principal
+from user_service.service.database import Transaction
 
 _NOBODY = uuid.UUID(int=0)
+# How long an mfa_token, and a token limited to enrolment, live.
+MFA_CHALLENGE_SECONDS = 300
+ENROLMENT_TOKEN_SECONDS = 300
 
 
 @dataclass(frozen=True, slots=True)
-class _Attempt:
+class Attempt:
     """A reserved password check: the account as read under its lock, and the counts if the check fails."""
 
     account: Account
@@ -57,8 +71,9 @@ def login(
     password: str,
     user_agent: str | None = None,
     ip: str | None = None,
-) -> TokenPair:
-    """Check the password and start a session; the same InvalidCredentials for every kind of miss."""
+) -> TokenPair | MfaChallenge:
+    """Check the password and start a session, or, for an account with a second factor, open a challenge; the same
+    InvalidCredentials for every kind of miss."""
     key = accounts.normalized_name(namespace, username)
     user = accounts.find(ctx, *key) if key else None
     if user is None:
@@ -66,7 +81,7 @@ def login(
         security_event("login_failed", namespace=key[0] if key else None, username=key[1] if key else None, ip=ip)
         raise InvalidCredentials()
     now = ctx.clock()
-    attempt = _check_password(ctx, user, password, now, ip=ip, gone=InvalidCredentials())
+    attempt = check_password(ctx, user, password, now, ip=ip, gone=InvalidCredentials())
     if not attempt.account.is_active:
         raise UserDisabled()
     if ctx.settings.login_require_verified_email and not attempt.account.email_verified:
@@ -75,13 +90,66 @@ def login(
     # A hash of another cost, or of the password as typed before passwords were normalized, is replaced.
     stale = attempt.form == "typed" or ctx.passwords.needs_rehash(attempt.account.password_hash)
     new_hash = ctx.passwords.hash(password) if stale else None
-    pair, session_id = _start_session(
-        ctx, attempt, now=now, user_agent=user_agent, ip=ip, new_hash=new_hash, gone=InvalidCredentials(), login=True
+    if attempt.account.mfa_enabled:
+        challenge = _open_challenge(ctx, attempt, now=now, new_hash=new_hash)
+        security_event("mfa_challenge", namespace=user.namespace, username=user.username, user_id=user.id, ip=ip)
+        return challenge
+    enrolment = ctx.settings.mfa_required(user.namespace)
+    pair, session_id = start_session(
+        ctx,
+        attempt,
+        now=now,
+        user_agent=user_agent,
+        ip=ip,
+        new_hash=new_hash,
+        gone=InvalidCredentials(),
+        login=True,
+        scope=security.ENROLMENT_SCOPE if enrolment else None,
     )
     security_event(
         "login", namespace=user.namespace, username=user.username, user_id=user.id, session_id=session_id, ip=ip
     )
+    if enrolment:
+        security_event("mfa_enrolment_required", namespace=user.namespace, user_id=user.id, session_id=session_id)
+        raise MfaEnrolmentRequired(pair.access_token, pair.expires_in)
     return pair
+
+
+def password_digest(password_hash: str) -> str:
+    """What a challenge keeps of the password hash it was opened for: a changed password makes it useless."""
+    return hashlib.sha256(password_hash.encode("ascii", "surrogatepass")).hexdigest()
+
+
+def _open_challenge(ctx: Context, attempt: Attempt, *, now: datetime, new_hash: str | None) -> MfaChallenge:
+    """The first step of a login with a second factor: a single-use mfa_token for the account as it was verified.
+    The attempt stays counted (the counts are cleared only by a right code); a stale hash is replaced all the same.
+    The second step checks that the account still has the hash the challenge was opened for."""
+    user = attempt.account
+    token = security.new_refresh_token()
+    verified_hash = new_hash or user.password_hash
+    with ctx.db.write() as tx:
+        if new_hash is not None:
+            values = {
+                "user_key": user.id,
+                "verified_hash": user.password_hash,
+                "password_hash": new_hash,
+                "updated_at": now,
+            }
+            if tx.execute(sql.UPDATE_VERIFIED_USER, values).first() is None:
+                raise InvalidCredentials()
+        tx.execute(
+            mfa_sql.INSERT_CHALLENGE,
+            {
+                "id": uuid.uuid4(),
+                "user_id": user.id,
+                "token_hash": security.refresh_token_digest(token),
+                "password_digest": password_digest(verified_hash),
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=MFA_CHALLENGE_SECONDS),
+                "used_at": None,
+            },
+        )
+    return MfaChallenge(mfa_token=token, expires_in=MFA_CHALLENGE_SECONDS)
 
 
 def _refuse_unknown(ctx: Context, password: str) -> None:
@@ -102,7 +170,7 @@ def _lock_seconds(ctx: Context, failures: int, threshold: int) -> int:
     return int(min(settings.login_lockout_seconds * 2**doublings, settings.login_lockout_max_seconds))
 
 
-def _reserve(ctx: Context, user_id: uuid.UUID, client: str, now: datetime, *, gone: UserServiceError) -> _Attempt:
+def _reserve(ctx: Context, user_id: uuid.UUID, client: str, now: datetime, *, gone: UserServiceError) -> Attempt:
     """Count one password check as a failure before it runs, unless the client or the account is locked."""
     settings = ctx.settings
     with ctx.db.write() as tx:
@@ -135,33 +203,58 @@ def _reserve(ctx: Context, user_id: uuid.UUID, client: str, now: datetime, *, go
             tx.execute(sql.INSERT_CLIENT_FAILURES, {"user_id": user_id, "client": client, **values})
         else:
             tx.execute(sql.SET_CLIENT_FAILURES, {"user_key": user_id, "client_key": client, **values})
-    return _Attempt(account, client, None, failures, account_failures, lock, account_lock)
+    return Attempt(account, client, None, failures, account_failures, lock, account_lock)
 
 
-def _check_password(
-    ctx: Context, user: Account, password: str, now: datetime, *, ip: str | None, gone: UserServiceError
-) -> _Attempt:
-    """Reserve the check, then run it; a wrong password stays counted. Returns the reserved attempt."""
-    who = {"namespace": user.namespace, "username": user.username, "user_id": user.id, "ip": ip}
+def _who(user: Account, ip: str | None) -> dict[str, object]:
+    return {"namespace": user.namespace, "username": user.username, "user_id": user.id, "ip": ip}
+
+
+def reserve(
+    ctx: Context, user: Account, now: datetime, *, ip: str | None, gone: UserServiceError, step: str = "login"
+) -> Attempt:
+    """Count one check of a credential (a password, or a second-factor code at `step` "mfa") as a failure before
+    it runs; TooManyAttempts, logged, when the client or the account is locked."""
     try:
-        attempt = _reserve(ctx, user.id, client_key(ip), now, gone=gone)
+        return _reserve(ctx, user.id, client_key(ip), now, gone=gone)
     except TooManyAttempts:
-        security_event("login_refused_locked", **who)
+        security_event(f"{step}_refused_locked", **_who(user, ip))
         raise
-    form = ctx.passwords.matching_form(password, attempt.account.password_hash)
-    if form is not None:
-        return replace(attempt, form=form)
-    security_event("login_failed", failures=attempt.failures, account_failures=attempt.account_failures, **who)
+
+
+def refused(attempt: Attempt, *, ip: str | None, event: str = "login_failed") -> None:
+    """Log a wrong credential of a reserved attempt, which stays counted, and the lockouts it caused."""
+    who = _who(attempt.account, ip)
+    security_event(event, failures=attempt.failures, account_failures=attempt.account_failures, **who)
     if attempt.lock_seconds:
         security_event("lockout", seconds=attempt.lock_seconds, scope="client", **who)
     if attempt.account_lock_seconds:
         security_event("lockout", seconds=attempt.account_lock_seconds, scope="account", **who)
+
+
+def check_password(
+    ctx: Context, user: Account, password: str, now: datetime, *, ip: str | None, gone: UserServiceError
+) -> Attempt:
+    """Reserve the check, then run it; a wrong password stays counted. Returns the reserved attempt."""
+    attempt = reserve(ctx, user, now, ip=ip, gone=gone)
+    form = ctx.passwords.matching_form(password, attempt.account.password_hash)
+    if form is not None:
+        return replace(attempt, form=form)
+    refused(attempt, ip=ip)
     raise InvalidCredentials()
 
 
-def _start_session(
+def clear_failures(tx: Transaction, attempt: Attempt) -> None:
+    """Within the caller's write transaction: a right credential clears the account's and the client's counts."""
+    tx.execute(
+        sql.SET_ACCOUNT_FAILURES, {"user_key": attempt.account.id, "failed_login_count": 0, "locked_until": None}
+    )
+    tx.execute(sql.CLEAR_CLIENT_FAILURES, {"user_key": attempt.account.id, "client_key": attempt.client})
+
+
+def start_session(
     ctx: Context,
-    attempt: _Attempt,
+    attempt: Attempt,
     *,
     now: datetime,
     user_agent: str | None,
@@ -170,9 +263,13 @@ def _start_session(
     gone: UserServiceError,
     end_other_sessions: bool = False,
     login: bool = False,
+    aal: str = security.AAL1,
+    scope: str | None = None,
+    claims: Callable[[Transaction], None] | None = None,
 ) -> tuple[TokenPair, uuid.UUID]:
-    """One transaction: clear the counts and store a new hash, only if the account is as it was verified; then open
-    a session with its first token."""
+    """One transaction: run `claims` (the guards of a second step, which raise to refuse), clear the counts and store
+    a new hash, only if the account is as it was verified; then open a session with its first token. A session
+    limited to enrolment (`scope`) lives only as long as its one access token."""
     user = attempt.account
     values: dict[str, Any] = {"failed_login_count": 0, "locked_until": None}
     if login:
@@ -181,6 +278,8 @@ def _start_session(
         values["password_hash"] = new_hash
         values["updated_at"] = now
     with ctx.db.write() as tx:
+        if claims is not None:
+            claims(tx)
         still = tx.execute(
             sql.UPDATE_VERIFIED_USER, {"user_key": user.id, "verified_hash": user.password_hash, **values}
         )
@@ -191,7 +290,19 @@ def _start_session(
             sessions.end_sessions(tx, user.id, now)
             # A changed password makes outstanding reset tokens useless.
             tx.execute(admin_sql.SPEND_OPEN_TOKENS, {"owner_key": user.id, "token_kind": "password_reset", "now": now})
-        return sessions.open_session(ctx, tx, user, now=now, user_agent=user_agent, ip=ip)
+        lifetime = ENROLMENT_TOKEN_SECONDS if scope is not None else None
+        return sessions.open_session(
+            ctx,
+            tx,
+            user,
+            now=now,
+            user_agent=user_agent,
+            ip=ip,
+            aal=aal,
+            scope=scope,
+            access_ttl=lifetime,
+            lifetime=lifetime,
+        )
 
 
 def change_password(
@@ -206,9 +317,9 @@ def change_password(
     """Replace the password after checking the current one; every session ends and a new one starts."""
     user = principal.user
     now = ctx.clock()
-    attempt = _check_password(ctx, user, current_password, now, ip=ip, gone=InvalidToken())
+    attempt = check_password(ctx, user, current_password, now, ip=ip, gone=InvalidToken())
     accounts.check_policy(ctx, new_password, user)
-    pair, session_id = _start_session(
+    pair, session_id = start_session(
         ctx,
         attempt,
         now=now,
@@ -217,6 +328,7 @@ def change_password(
         new_hash=ctx.passwords.hash(new_password),
         gone=InvalidToken(),
         end_other_sessions=True,
+        aal=principal.aal,
     )
     security_event("password_changed", namespace=user.namespace, user_id=user.id, session_id=session_id, ip=ip)
     return pair

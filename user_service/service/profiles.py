@@ -37,6 +37,7 @@ def profile_of(ctx: Context, user: Account) -> Profile:
         extra=dict(user.extra or {}),
         created_at=user.created_at,
         updated_at=user.updated_at,
+        mfa_enabled=user.mfa_enabled,
     )
 
 

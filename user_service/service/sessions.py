@@ -18,6 +18,7 @@ from user_service.errors import (
 )
 from user_service.events import security_event
 from user_service.schemas import SessionInfo, TokenPair
+from user_service.service import mfa_statements as mfa_sql
 from user_service.service import statements as sql
 from user_service.service import tokens
 from user_service.service.context import Account, Context, Principal, TokenSubject
@@ -33,10 +34,14 @@ def open_session(
     user_agent: str | None,
     ip: str | None,
     access_ttl: int | None = None,
+    aal: str = security.AAL1,
+    lifetime: int | None = None,
+    scope: str | None = None,
 ) -> tuple[TokenPair, uuid.UUID]:
-    """Within the caller's write transaction: a new session with its first refresh token, and its token pair."""
+    """Within the caller's write transaction: a new session with its first refresh token, and its token pair. The
+    session keeps its assurance level `aal` for every token refreshed from it."""
     session_id = uuid.uuid4()
-    session_expires = now + timedelta(seconds=ctx.settings.session_max_lifetime_seconds)
+    session_expires = now + timedelta(seconds=lifetime or ctx.settings.session_max_lifetime_seconds)
     refresh_token = security.new_refresh_token()
     tx.execute(
         sql.INSERT_SESSION,
@@ -48,16 +53,25 @@ def open_session(
             "expires_at": session_expires,
             "user_agent": (user_agent or None) and user_agent[:512],
             "ip": (ip or None) and ip[:64],
+            "aal": aal,
         },
     )
     tx.execute(sql.INSERT_REFRESH_TOKEN, _refresh_token_row(ctx, session_id, session_expires, refresh_token, now))
     telemetry.sessions_started()
-    return tokens.pair(ctx, user, session_id, refresh_token, now, access_ttl), session_id
+    pair = tokens.pair(ctx, user, session_id, refresh_token, now, access_ttl, aal=aal, scope=scope)
+    return pair, session_id
 
 
 def end_sessions(tx: Transaction, user_id: uuid.UUID, now: datetime) -> int:
     """Within the caller's write transaction: end every open session of the user; how many were open."""
     ended = int(tx.execute(sql.END_SESSIONS, {"owner_key": user_id, "now": now}).rowcount)
+    telemetry.sessions_ended(ended)
+    return ended
+
+
+def end_other_sessions(tx: Transaction, user_id: uuid.UUID, kept: uuid.UUID, now: datetime) -> int:
+    """Within the caller's write transaction: end every open session of the user but `kept`; how many ended."""
+    ended = int(tx.execute(sql.END_OTHER_SESSIONS, {"owner_key": user_id, "kept_session": kept, "now": now}).rowcount)
     telemetry.sessions_ended(ended)
     return ended
 
@@ -167,7 +181,7 @@ def _rotate(ctx: Context, refresh_token: str, *, ip: str | None) -> tuple[TokenP
         security_event(
             "refresh_reuse_allowed", namespace=subject.namespace, user_id=subject.id, session_id=session_id, ip=ip
         )
-    return tokens.pair(ctx, subject, session_id, new_token, now), subject.namespace
+    return tokens.pair(ctx, subject, session_id, new_token, now, aal=token["session_aal"]), subject.namespace
 
 
 def logout(ctx: Context, refresh_token: str, *, ip: str | None = None) -> None:
@@ -218,7 +232,8 @@ def end_session(ctx: Context, principal: Principal, session_id: uuid.UUID, *, ip
 
 def prune(ctx: Context, *, keep_revoked_seconds: int) -> int:
     """Delete sessions past their absolute lifetime, or ended longer ago than `keep_revoked_seconds`; with them,
-    the failed-login counts of clients not heard from for as long (and not locked out now)."""
+    the failed-login counts of clients not heard from for as long (and not locked out now), and expired login
+    challenges."""
     now = ctx.clock()
     cutoff = now - timedelta(seconds=keep_revoked_seconds)
     with ctx.db.write() as tx:
@@ -226,4 +241,5 @@ def prune(ctx: Context, *, keep_revoked_seconds: int) -> int:
         # Spent or expired tokens of sessions that stay open are not needed once expired.
         tx.execute(sql.PRUNE_REFRESH_TOKENS, {"now": now})
         tx.execute(sql.PRUNE_LOGIN_FAILURES, {"now": now, "cutoff": cutoff})
+        tx.execute(mfa_sql.PRUNE_CHALLENGES, {"now": now})
     return int(deleted)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -24,10 +25,10 @@ from sqlalchemy import (
     update,
 )
 
-from user_service.models import AuthSession, LoginFailure, RefreshToken, SigningKey, User
+from user_service.models import AuthSession, LoginFailure, MfaFactor, RefreshToken, SigningKey, User
 
-USERS, SESSIONS, REFRESH_TOKENS, LOGIN_FAILURES, SIGNING_KEYS = (
-    cast("Table", model.__table__) for model in (User, AuthSession, RefreshToken, LoginFailure, SigningKey)
+USERS, SESSIONS, REFRESH_TOKENS, LOGIN_FAILURES, SIGNING_KEYS, MFA_FACTORS = (
+    cast("Table", model.__table__) for model in (User, AuthSession, RefreshToken, LoginFailure, SigningKey, MfaFactor)
 )
 
 ACCOUNT_FIELDS = (
@@ -48,13 +49,18 @@ ACCOUNT_FIELDS = (
     "last_login_at",
     "email_verified",
 )
-_ACCOUNT = tuple(USERS.c[name] for name in ACCOUNT_FIELDS)
+# Whether the account has a confirmed second factor: read with the account, by the factor table's primary key.
+MFA_ENABLED = (
+    exists().where(MFA_FACTORS.c.user_id == USERS.c.id, MFA_FACTORS.c.confirmed_at.is_not(None)).label("mfa_enabled")
+)
+_ACCOUNT = (*(USERS.c[name] for name in ACCOUNT_FIELDS), MFA_ENABLED)
 
 # -- accounts ---------------------------------------------------------------------------------------------------
 
 ACCOUNT_BY_NAME = select(*_ACCOUNT).where(
     USERS.c.namespace == bindparam("namespace"), USERS.c.username == bindparam("username")
 )
+ACCOUNT_BY_ID = select(*_ACCOUNT).where(USERS.c.id == bindparam("user_id"))
 # In a write transaction: the row, locked until the transaction ends (SQLite's write lock covers it).
 ACCOUNT_FOR_UPDATE = select(*_ACCOUNT).where(USERS.c.id == bindparam("user_id")).with_for_update()
 EMAIL_OWNER = select(USERS.c.id).where(USERS.c.namespace == bindparam("namespace"), USERS.c.email == bindparam("email"))
@@ -127,6 +133,7 @@ REFRESH_TOKEN_BY_DIGEST = (
         SESSIONS.c.revoked_at.label("session_revoked_at"),
         SESSIONS.c.revoked_reason.label("session_revoked_reason"),
         SESSIONS.c.expires_at.label("session_expires_at"),
+        SESSIONS.c.aal.label("session_aal"),
         USERS.c.is_active,
         USERS.c.id.label("user_id"),
         USERS.c.namespace,
@@ -139,6 +146,11 @@ REFRESH_TOKEN_BY_DIGEST = (
 # (UPDATE statements may not name a bound parameter after one of their table's columns.)
 OPEN_SESSIONS = and_(SESSIONS.c.user_id == bindparam("owner_key"), SESSIONS.c.revoked_at.is_(None))
 END_SESSIONS = update(SESSIONS).where(OPEN_SESSIONS).values(revoked_at=bindparam("now"))
+END_OTHER_SESSIONS = (
+    update(SESSIONS)
+    .where(OPEN_SESSIONS, SESSIONS.c.id != bindparam("kept_session"))
+    .values(revoked_at=bindparam("now"))
+)
 END_SESSION = (
     update(SESSIONS).where(OPEN_SESSIONS, SESSIONS.c.id == bindparam("session_id")).values(revoked_at=bindparam("now"))
 )

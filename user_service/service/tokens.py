@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from user_service import security
-from user_service.errors import ErrorCode, InvalidToken, SessionRevoked, UserDisabled
+from user_service.errors import ErrorCode, InvalidToken, MfaEnrolmentRequired, SessionRevoked, UserDisabled
 from user_service.schemas import TokenPair
 from user_service.service import keys
 from user_service.service import statements as sql
@@ -28,8 +28,11 @@ def pair(
     refresh_token: str,
     now: datetime,
     access_ttl: int | None = None,
+    *,
+    aal: str = security.AAL1,
+    scope: str | None = None,
 ) -> TokenPair:
-    """A session's new access token, with the refresh token that was just stored for it."""
+    """A session's new access token, at the session's assurance level, with the refresh token just stored for it."""
     settings = ctx.settings
     ttl = access_ttl or settings.access_token_ttl_seconds
     key: str | PrivateKey
@@ -52,6 +55,8 @@ def pair(
         session_id=session_id,
         now=now,
         ttl_seconds=ttl,
+        aal=aal,
+        scope=scope,
     )
     return TokenPair(
         access_token=access_token,
@@ -61,10 +66,13 @@ def pair(
     )
 
 
-def authenticate(ctx: Context, access_token: str) -> Principal:
-    """The active user an access token names, read on every call, and its session, which must be open."""
+def authenticate(ctx: Context, access_token: str, *, enrolment: bool = False) -> Principal:
+    """The active user an access token names, read on every call, and its session, which must be open. A token
+    limited to second-factor enrolment is refused (MfaEnrolmentRequired) unless `enrolment` allows it."""
     now = ctx.clock()
     claims = verified_claims(ctx, access_token, now)
+    if claims.scope is not None and not (enrolment and claims.scope == security.ENROLMENT_SCOPE):
+        raise MfaEnrolmentRequired()
     row = ctx.db.read_one(sql.PRINCIPAL, {"user_id": claims.user_id, "session_id": claims.session_id})
     if row is None:
         raise InvalidToken()
@@ -78,7 +86,7 @@ def authenticate(ctx: Context, access_token: str) -> Principal:
         raise SessionRevoked()
     if row["session_revoked_at"] is not None or row["session_expires_at"] <= now:
         raise InvalidToken()
-    return Principal(user=user, session_id=claims.session_id)
+    return Principal(user=user, session_id=claims.session_id, aal=claims.aal, scope=claims.scope)
 
 
 # Longer tokens are verified every time instead of remembered (the service's own are about 500 characters).

@@ -145,6 +145,16 @@ def end_sessions(namespace: NamespacePath, username: UsernamePath, key: CurrentA
     service.admin_end_sessions(key, **_user_path(namespace, username))
 
 
+@router.delete(
+    "/namespaces/{namespace}/users/{username}/mfa",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a user's second factor and recovery codes, and end every session of the user",
+    responses=responses(*_USER_ERRORS, InvalidInput, validation=True),
+)
+def reset_mfa(namespace: NamespacePath, username: UsernamePath, key: CurrentAdminKey, service: ServiceDep) -> None:
+    service.admin_reset_mfa(key, **_user_path(namespace, username))
+
+
 async def _token(service: ServiceDep, key: CurrentAdminKey, namespace: str, username: str, kind: TokenKind) -> Response:
     names = _user_path(namespace, username)
     issued = await run_in_threadpool(lambda: service.admin_issue_token(key, kind=kind, **names))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response, status
 
-from user_service.api.cookies import clear_refresh_cookie, refresh_token_of, token_response
+from user_service.api.cookies import NO_STORE, clear_refresh_cookie, refresh_token_of, token_response
 from user_service.api.deps import ClientAddress, CurrentPrincipal, ServiceDep, UserAgent, rate_limited
 from user_service.api.errors import responses
 from user_service.api.openapi import NO_STORE_RESPONSE
@@ -17,6 +17,10 @@ from user_service.errors import (
     InvalidCredentials,
     InvalidInput,
     InvalidToken,
+    MfaCodeInvalid,
+    MfaCodeReused,
+    MfaEnrolmentRequired,
+    MfaTokenInvalid,
     NotAuthenticated,
     OneTimeTokenInvalid,
     OriginNotAllowed,
@@ -30,8 +34,11 @@ from user_service.errors import (
     UsernameTaken,
 )
 from user_service.schemas import (
+    LoginMfaRequest,
     LoginRequest,
     LogoutRequest,
+    MfaChallenge,
+    MfaEnrolmentRequiredBody,
     PasswordResetRequest,
     Profile,
     RefreshRequest,
@@ -45,6 +52,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 # The client address, counted against the per-address limit of the endpoint that takes it.
 RegisterAddress = Annotated[str | None, Depends(rate_limited("register"))]
 LoginAddress = Annotated[str | None, Depends(rate_limited("login"))]
+LoginMfaAddress = Annotated[str | None, Depends(rate_limited("login-mfa"))]
 RefreshAddress = Annotated[str | None, Depends(rate_limited("refresh"))]
 LogoutAddress = Annotated[str | None, Depends(rate_limited("logout"))]
 ResetAddress = Annotated[str | None, Depends(rate_limited("password-reset"))]
@@ -63,15 +71,56 @@ def register(body: RegisterRequest, service: ServiceDep, address: RegisterAddres
     return service.register(body, ip=address)
 
 
+def _login_responses() -> dict[int | str, dict[str, Any]]:
+    documented = responses(
+        InvalidCredentials,
+        UserDisabled,
+        EmailNotVerified,
+        MfaEnrolmentRequired,
+        TooManyAttempts,
+        RateLimited,
+        DatabaseUnavailable,
+        validation=True,
+    )
+    # `mfa_enrolment_required` carries a token limited to enrolment beside the code.
+    enrolment = MfaEnrolmentRequiredBody.model_json_schema()["properties"]
+    forbidden = documented[403]["content"]["application/json"]["schema"]
+    forbidden["properties"].update({name: enrolment[name] for name in ("enrolment_token", "expires_in")})
+    documented[403]["description"] += " (`mfa_enrolment_required` with `enrolment_token` and `expires_in`)"
+    return {**documented, **NO_STORE_RESPONSE}
+
+
 @router.post(
     "/login",
-    summary="Exchange a password for a token pair",
+    summary="Exchange a password for a token pair, or for a second-factor challenge",
+    description=(
+        "A token pair; or, for an account with a second factor, `{mfa_required: true, mfa_token, expires_in}` "
+        "and no tokens: complete the login at POST /auth/login/mfa."
+    ),
+    response_model=TokenPair | MfaChallenge,
+    responses=_login_responses(),
+)
+def login(
+    body: LoginRequest, request: Request, service: ServiceDep, address: LoginAddress, agent: UserAgent
+) -> Response:
+    outcome = service.login(
+        namespace=body.namespace, username=body.username, password=body.password, user_agent=agent, ip=address
+    )
+    if isinstance(outcome, MfaChallenge):
+        return Response(outcome.model_dump_json(), media_type="application/json", headers=NO_STORE)
+    return token_response(outcome, request)
+
+
+@router.post(
+    "/login/mfa",
+    summary="Complete a login with a second factor: the mfa_token and a TOTP or recovery code for a token pair",
     response_model=TokenPair,
     responses={
         **responses(
-            InvalidCredentials,
+            MfaTokenInvalid,
+            MfaCodeInvalid,
+            MfaCodeReused,
             UserDisabled,
-            EmailNotVerified,
             TooManyAttempts,
             RateLimited,
             DatabaseUnavailable,
@@ -80,12 +129,10 @@ def register(body: RegisterRequest, service: ServiceDep, address: RegisterAddres
         **NO_STORE_RESPONSE,
     },
 )
-def login(
-    body: LoginRequest, request: Request, service: ServiceDep, address: LoginAddress, agent: UserAgent
+def login_mfa(
+    body: LoginMfaRequest, request: Request, service: ServiceDep, address: LoginMfaAddress, agent: UserAgent
 ) -> Response:
-    pair = service.login(
-        namespace=body.namespace, username=body.username, password=body.password, user_agent=agent, ip=address
-    )
+    pair = service.login_mfa(mfa_token=body.mfa_token, code=body.code, user_agent=agent, ip=address)
     return token_response(pair, request)
 
 

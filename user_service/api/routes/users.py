@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, sta
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
-from user_service.api.cookies import token_response
+from user_service.api.cookies import NO_STORE, token_response
 from user_service.api.deps import (
     BEARER,
     ClientAddress,
     CurrentPrincipal,
+    EnrollingPrincipal,
     ServiceDep,
     UserAgent,
     current_principal,
@@ -30,6 +31,11 @@ from user_service.errors import (
     InvalidCredentials,
     InvalidInput,
     InvalidToken,
+    MfaAlreadyEnabled,
+    MfaCodeInvalid,
+    MfaCodeReused,
+    MfaEnrolmentRequired,
+    MfaNotEnrolled,
     NotAuthenticated,
     RateLimited,
     SessionNotFound,
@@ -42,11 +48,32 @@ from user_service.errors import (
     UserServiceError,
 )
 from user_service.images import MEDIA_TYPES
-from user_service.schemas import PasswordChangeRequest, Profile, ProfilePatch, SessionInfo, TokenPair
+from user_service.schemas import (
+    PasswordChangeRequest,
+    Profile,
+    ProfilePatch,
+    RecoveryCodes,
+    SessionInfo,
+    TokenPair,
+    TotpConfirmRequest,
+    TotpEnrolment,
+    TotpRemoveRequest,
+)
 from user_service.service import UserService
 
 router = APIRouter(prefix="/users", tags=["users"])
-_AUTH_ERRORS = (NotAuthenticated, InvalidToken, TokenExpired, SessionRevoked, UserDisabled, DatabaseUnavailable)
+_AUTH_ERRORS = (
+    NotAuthenticated,
+    InvalidToken,
+    TokenExpired,
+    SessionRevoked,
+    UserDisabled,
+    MfaEnrolmentRequired,
+    DatabaseUnavailable,
+)
+# What a code or a password check can answer: wrong, reused, or the lockout.
+_PROOF_ERRORS = (MfaCodeInvalid, MfaCodeReused, TooManyAttempts, RateLimited)
+MfaAddress = Annotated[str | None, Depends(rate_limited("mfa"))]
 _LOCAL_AVATAR_PREFIX = "/uploads/"
 # The upload form's example and the file part's accepted types (a form has no model to carry an example).
 _AVATAR_FORM = {
@@ -181,3 +208,42 @@ def end_session(
     session_id: uuid.UUID, principal: CurrentPrincipal, service: ServiceDep, address: ClientAddress
 ) -> None:
     service.end_session(principal, session_id, ip=address)
+
+
+@router.post(
+    "/me/mfa/totp",
+    summary="Start setting up a TOTP second factor: a new secret, its otpauth:// URI and QR code",
+    description="Pending until confirmed; calling again while pending replaces the secret.",
+    response_model=TotpEnrolment,
+    responses={**responses(*_AUTH_ERRORS, MfaAlreadyEnabled), **NO_STORE_RESPONSE},
+)
+def enrol_totp(principal: EnrollingPrincipal, service: ServiceDep, address: ClientAddress) -> Response:
+    enrolment = service.enrol_totp(principal, ip=address)
+    return Response(enrolment.model_dump_json(), media_type="application/json", headers=NO_STORE)
+
+
+@router.post(
+    "/me/mfa/totp/confirm",
+    summary="Turn the pending TOTP factor on with a code; every other session ends; the recovery codes, shown once",
+    response_model=RecoveryCodes,
+    responses={
+        **responses(*_AUTH_ERRORS, *_PROOF_ERRORS, MfaNotEnrolled, MfaAlreadyEnabled, validation=True),
+        **NO_STORE_RESPONSE,
+    },
+)
+def confirm_totp(
+    body: TotpConfirmRequest, principal: EnrollingPrincipal, service: ServiceDep, address: MfaAddress
+) -> Response:
+    codes = service.confirm_totp(principal, body.code, ip=address)
+    return Response(codes.model_dump_json(), media_type="application/json", headers=NO_STORE)
+
+
+@router.delete(
+    "/me/mfa/totp",
+    summary="Remove the second factor and its recovery codes, with a code or the password; the profile",
+    responses=responses(*_AUTH_ERRORS, *_PROOF_ERRORS, InvalidCredentials, MfaNotEnrolled, validation=True),
+)
+def remove_totp(
+    body: TotpRemoveRequest, principal: EnrollingPrincipal, service: ServiceDep, address: MfaAddress
+) -> Profile:
+    return service.remove_totp(principal, code=body.code, password=body.password, ip=address)
