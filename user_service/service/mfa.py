@@ -114,7 +114,9 @@ def _recovery_digest(ctx: Context, user_id: uuid.UUID, normal: str) -> str:
 
 
 def _new_recovery_codes() -> list[str]:
-    codes = ("".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(_RECOVERY_LENGTH)) for _ in range(10))
+    codes = (
+        "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(_RECOVERY_LENGTH)) for _ in range(RECOVERY_CODE_COUNT)
+    )
     return [f"{code[:5]}-{code[5:]}" for code in codes]
 
 
