@@ -128,10 +128,11 @@ class ImportBatch:
 
     def _write(self, batch: Pending) -> _Written:
         rows = [row for _, _, row in batch]
-        found = self.tx.execute(tsql.USERS_BY_ID, {"ids": [row["id"] for row in rows]}).mappings().all()
+        lookups = tsql.lookups(self.tx.dialect.name)
+        found = self.tx.execute(lookups.by_id, {"ids": [row["id"] for row in rows]}).mappings().all()
         by_id: dict[Any, Mapping[Any, Any]] = {stored["id"]: stored for stored in found}
-        by_name = self._stored(tsql.USERS_BY_NAME, rows, "username")
-        by_email = self._stored(tsql.USERS_BY_EMAIL, rows, "email")
+        by_name = self._stored(lookups.by_name, rows, "username")
+        by_email = self._stored(lookups.by_email, rows, "email")
         refused, inserts, updates = [], [], []
         for number, user, row in batch:
             problem, existing = self._collision(user, row, by_id, by_name, by_email)

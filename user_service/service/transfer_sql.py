@@ -3,9 +3,10 @@ imported users may collide with."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, select, text, tuple_
+from sqlalchemy import ARRAY, ColumnElement, Connection, Select, any_, bindparam, select, text, tuple_
 
 from user_service.service.statements import USERS
 
@@ -51,14 +52,43 @@ EXPORT_PAGES = {
 
 # The stored users a batch of imported users may collide with: by id, by name, by email.
 _COLLIDING = (USERS.c.id, USERS.c.namespace, USERS.c.username, USERS.c.email, USERS.c.created_at)
-USERS_BY_ID = select(*_COLLIDING).where(USERS.c.id.in_(bindparam("ids", expanding=True)))
-# Per namespace, so that each is one probe of the (namespace, username) or (namespace, email) unique index per value.
-USERS_BY_NAME = select(*_COLLIDING).where(
-    USERS.c.namespace == bindparam("namespace"), USERS.c.username.in_(bindparam("values", expanding=True))
-)
-USERS_BY_EMAIL = select(*_COLLIDING).where(
-    USERS.c.namespace == bindparam("namespace"), USERS.c.email.in_(bindparam("values", expanding=True))
-)
+
+
+def _one_of(column: ColumnElement[Any], name: str, *, array: bool) -> ColumnElement[bool]:
+    """`column` is one of the values of the list parameter `name`: `= ANY(array)` on PostgreSQL (one parameter, the
+    same statement text whatever the batch's size, so the driver parses it once), `IN (...)` elsewhere."""
+    if array:
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """The three lookups of a batch, for one database."""
+
+    by_id: Select[Any]
+    # Per namespace, so that each is one probe of the (namespace, username) or (namespace, email) unique index per
+    # value.
+    by_name: Select[Any]
+    by_email: Select[Any]
+
+
+def _lookups(*, array: bool) -> Lookups:
+    in_namespace = USERS.c.namespace == bindparam("namespace")
+    return Lookups(
+        by_id=select(*_COLLIDING).where(_one_of(USERS.c.id, "ids", array=array)),
+        by_name=select(*_COLLIDING).where(in_namespace, _one_of(USERS.c.username, "values", array=array)),
+        by_email=select(*_COLLIDING).where(in_namespace, _one_of(USERS.c.email, "values", array=array)),
+    )
+
+
+_ARRAY_LOOKUPS, _LIST_LOOKUPS = _lookups(array=True), _lookups(array=False)
+USERS_BY_ID = _LIST_LOOKUPS.by_id
+
+
+def lookups(dialect_name: str) -> Lookups:
+    return _ARRAY_LOOKUPS if dialect_name == "postgresql" else _LIST_LOOKUPS
+
 
 _CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
 
