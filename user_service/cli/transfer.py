@@ -3,7 +3,6 @@ this service or another system, with bcrypt hashes kept), all of the file or non
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -51,11 +50,10 @@ def export(
         target: IO[str] = sys.stdout
         if output is not None:
             target = stack.enter_context(_private_file(output))
-        encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
         count = 0
         lines: list[str] = []
-        for record in service.export_users(namespace=namespace, include_password_hashes=include_password_hashes):
-            lines.append(encode(record))
+        for line in service.export_lines(namespace=namespace, include_password_hashes=include_password_hashes):
+            lines.append(line)
             if len(lines) == EXPORT_WRITE_LINES:
                 count += _write_lines(target, lines)
         count += _write_lines(target, lines)

@@ -212,6 +212,10 @@ class UserService:
         """Every user (of one namespace, or all) as a JSON-ready record, streamed page by page."""
         return transfer.export_users(self.context, namespace=namespace, include_password_hashes=include_password_hashes)
 
+    def export_lines(self, *, namespace: str | None = None, include_password_hashes: bool = False) -> Iterator[str]:
+        """Every user (of one namespace, or all) as one line of JSON, streamed page by page: what `export` writes."""
+        return transfer.export_lines(self.context, namespace=namespace, include_password_hashes=include_password_hashes)
+
     def import_users(
         self,
         source: BinaryIO,

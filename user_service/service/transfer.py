@@ -41,11 +41,13 @@ class _Discard(Exception):
 # -- export -------------------------------------------------------------------------------------------------------
 
 
-def export_users(
-    ctx: Context, *, namespace: str | None = None, include_password_hashes: bool = False
-) -> Iterator[dict[str, Any]]:
-    """Every user (of one namespace, or all) as a JSON-ready record, in (namespace, created_at, id) order; read one
-    page at a time, so memory does not grow with the number of users."""
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def export_lines(ctx: Context, *, namespace: str | None = None, include_password_hashes: bool = False) -> Iterator[str]:
+    """Every user (of one namespace, or all) as one line of JSON (without its newline), in (namespace, created_at,
+    id) order; read one page at a time, so memory does not grow with the number of users. `extra` goes out as the
+    JSON text stored, never parsed (the last member of each object)."""
     params: dict[str, Any] = {"limit": EXPORT_PAGE_SIZE}
     if namespace is not None:
         key = accounts.normalized_name(namespace, "x")
@@ -57,12 +59,21 @@ def export_users(
         with ctx.db.read() as tx:
             rows = tx.execute(tsql.EXPORT_PAGES[(namespace is not None, after)], params).mappings().all()
         for row in rows:
-            yield _exported(ctx, row, include_password_hashes)
+            extra = row["extra_json"] if row["extra_json"] is not None else "null"
+            yield f'{_ENCODE(_exported(ctx, row, include_password_hashes))[:-1]},"extra":{extra}}}'
         if len(rows) < EXPORT_PAGE_SIZE:
             return
         last = rows[-1]
         params.update(after_namespace=last["namespace"], after_created=last["created_at"], after_id=last["id"])
         after = True
+
+
+def export_users(
+    ctx: Context, *, namespace: str | None = None, include_password_hashes: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Every user as a record, as `export_lines` writes it."""
+    for line in export_lines(ctx, namespace=namespace, include_password_hashes=include_password_hashes):
+        yield json.loads(line)
 
 
 def _exported(ctx: Context, row: Mapping[Any, Any], include_password_hashes: bool) -> dict[str, Any]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Connection, Select, any_, bindparam, select, text, tuple_
+from sqlalchemy import ARRAY, ColumnElement, Connection, Select, Text, any_, bindparam, cast, select, text, tuple_
 
 from user_service.service.statements import USERS
 
+# The fields of an exported user as read; `extra` comes as the JSON text stored, passed through unparsed.
 EXPORT_FIELDS = (
     "id",
     "namespace",
@@ -17,13 +18,17 @@ EXPORT_FIELDS = (
     "email",
     "full_name",
     "avatar_url",
-    "extra",
     "is_active",
     "email_verified",
     "created_at",
     "updated_at",
 )
-_EXPORTED = (*(USERS.c[name] for name in EXPORT_FIELDS), USERS.c.avatar_key, USERS.c.password_hash)
+_EXPORTED = (
+    *(USERS.c[name] for name in EXPORT_FIELDS),
+    cast(USERS.c.extra, Text).label("extra_json"),
+    USERS.c.avatar_key,
+    USERS.c.password_hash,
+)
 _KEY = (USERS.c.namespace, USERS.c.created_at, USERS.c.id)
 
 
