@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ NAMING_CONVENTION = {
 }
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+WAL_SWITCH_RETRY_SECONDS = 0.05
 ENGINE_LOGGING_NAME = "user_service"
 # A pooled PostgreSQL connection idle at least this long is pinged before it is used again.
 PING_AFTER_IDLE_SECONDS = 1.0
@@ -259,6 +261,23 @@ def _drop_result_row_logging(logger: logging.Logger) -> None:
         logger.addFilter(_NoResultRows())
 
 
+def _use_wal(cursor: Any) -> None:
+    """Put the database in WAL mode unless it is already. Switching a new file to WAL takes an exclusive lock, and
+    SQLite answers "database is locked" at once, without waiting in the busy handler, when another process is
+    switching it or writing to it at that moment (two `migrate` started together on a new file): the switch is
+    tried again until the busy timeout has passed, and is not needed once the other process has made it."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(WAL_SWITCH_RETRY_SECONDS)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     # pysqlite's own transaction handling is switched off so that writes can BEGIN IMMEDIATE: a writer then
     # waits for the lock up front (busy timeout) instead of failing when it upgrades a read lock.
@@ -266,8 +285,8 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _use_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
