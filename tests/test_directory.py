@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PASSWORD, FakeClock, registration
+from tests.helpers import query_plan
 from user_service.errors import InvalidCredentials, InvalidInput, InvalidToken, UserNotFound
 from user_service.service import UserService, directory
 from user_service.service import statements as sql
@@ -66,15 +67,9 @@ def test_search_matches_a_username_or_email_prefix_whatever_its_case(service: Us
 
 
 def explain(service: UserService, statement: Any, params: dict[str, Any]) -> str:
-    """The database's plan for `statement`, as text."""
-    with service.engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            # A table this small is read through whatever its size; forbid that to see what the indexes can do.
-            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        query = statement.params(params).compile(connection, compile_kwargs={"literal_binds": True})
-        command = "EXPLAIN QUERY PLAN" if connection.dialect.name == "sqlite" else "EXPLAIN"
-        rows = connection.exec_driver_sql(f"{command} {query}").all()
-    return "\n".join(" ".join(str(value) for value in row) for row in rows)
+    """The database's plan for a prebuilt statement with these parameters."""
+    query = statement.params(params).compile(dialect=service.engine.dialect, compile_kwargs={"literal_binds": True})
+    return query_plan(service.engine, str(query))
 
 
 def test_a_rare_prefix_is_read_through_the_username_and_email_indexes(service: UserService, clock: FakeClock) -> None:

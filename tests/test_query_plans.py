@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 from tests.conftest import PASSWORD, Api, MakeApi, bearer
+from tests.helpers import query_plan
 
 # Statements that read or change rows chosen by a condition: the ones whose plan could be a scan.
 CHECKED = ("SELECT", "UPDATE", "DELETE", "WITH")
@@ -59,24 +60,6 @@ def a_day_of_requests(api: Api) -> None:
     assert api.client.post("/auth/logout", json={"refresh_token": changed.json()["refresh_token"]}).status_code == 204
 
 
-def plan_of(engine: Engine, statement: str, parameters: Any) -> str:
-    """The database's plan for one statement, with PostgreSQL told to avoid sequential scans: on a table this small
-    it would read the table whatever the indexes, and with them forbidden it still does when no index can serve."""
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        if engine.dialect.name == "postgresql":
-            cursor.execute("SET enable_seqscan = off")
-            cursor.execute("EXPLAIN " + statement, parameters)
-        else:
-            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
-        rows = cursor.fetchall()
-        raw.rollback()
-    finally:
-        raw.close()
-    return "\n".join(str(row[-1]) for row in rows)
-
-
 def scans(engine: Engine, plan: str) -> list[str]:
     if engine.dialect.name == "postgresql":
         return [line.strip() for line in plan.splitlines() if "Seq Scan" in line]
@@ -97,9 +80,9 @@ def test_every_statement_of_an_accounts_requests_is_served_by_an_index(make_api:
         and not statement.lstrip().startswith(PLUMBING)
         and not any(table in statement for table in SMALL_TABLES)
     ]
-    found = {statement: scans(engine, plan_of(engine, statement, parameters)) for statement, parameters in checked}
+    found = {statement: scans(engine, query_plan(engine, statement, parameters)) for statement, parameters in checked}
 
     assert len(checked) >= 10
     # The check itself sees a scan where there is one: no index serves a search by full name.
-    assert scans(engine, plan_of(engine, "SELECT id FROM users WHERE full_name = 'Alice'", ()))
+    assert scans(engine, query_plan(engine, "SELECT id FROM users WHERE full_name = 'Alice'", ()))
     assert {statement.split("WHERE")[-1]: lines for statement, lines in found.items() if lines} == {}
