@@ -36,6 +36,9 @@ class User(Base):
         UniqueConstraint("namespace", "email"),
         # A namespace's users in order of creation: the keyset pagination of listings.
         Index("ix_users_namespace_created_at_id", "namespace", "created_at", "id"),
+        # A prefix search: the matches of a username or email prefix, in order of creation, from the index alone.
+        Index("ix_users_search_username", "namespace", "username", "created_at", "id", "is_active"),
+        Index("ix_users_search_email", "namespace", "email", "created_at", "id", "is_active"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

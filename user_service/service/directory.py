@@ -7,7 +7,9 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from user_service.errors import InvalidInput
 from user_service.events import security_event
@@ -45,10 +47,9 @@ _LAST_CHARACTER = "\U0010ffff"
 
 
 def _prefix_params(text: str) -> dict[str, str]:
-    """The bounds and the LIKE pattern of a case-insensitive prefix search (stored names are lowercase)."""
+    """The bounds of a case-insensitive prefix search (stored names are lowercase)."""
     prefix = text.lower()
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return {"prefix": escaped + "%", "prefix_low": prefix, "prefix_high": prefix + _LAST_CHARACTER}
+    return {"prefix_low": prefix, "prefix_high": prefix + _LAST_CHARACTER}
 
 
 def list_users(
@@ -77,12 +78,19 @@ def list_users(
     if after is not None:
         params["after_created"], params["after_id"] = decode_cursor(after)
     with ctx.db.read() as tx:
-        mode = None
-        if search:
+
+        def page(search: str | None) -> Sequence[Mapping[Any, Any]]:
+            statement = sql.user_page(tx.dialect.name, search, active=active is not None, after=after is not None)
+            return tx.execute(statement, params).mappings().all()
+
+        if not search:
+            rows = page(None)
+        else:
             counts = tx.execute(sql.PREFIX_MATCH_COUNTS, {**params, "cap": sql.SPARSE_PREFIX_MATCHES}).one()
-            mode = "dense" if max(counts) >= sql.SPARSE_PREFIX_MATCHES else "sparse"
-        statement = sql.USER_PAGES[(mode, active is not None, after is not None)]
-        rows = tx.execute(statement, params).mappings().all()
+            # Many matches: a short walk in order of creation finds a page where they are common.
+            rows = page("walked") if max(counts) >= sql.SPARSE_PREFIX_MATCHES else []
+            if len(rows) <= limit:
+                rows = page("sorted")
     items = [UserSummary(**row) for row in rows[:limit]]
     following = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
     return UserPage(items=items, next=following)

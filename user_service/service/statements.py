@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Integer,
     ScalarSelect,
     Select,
+    Subquery,
     Table,
     and_,
     bindparam,
@@ -202,16 +204,19 @@ USER_SUMMARY = (
 )
 
 
-# A prefix search reads the matches through the (namespace, username) and (namespace, email) unique indexes when
-# they are few (at most this many per column), and walks the namespace in order of creation when they are many.
+# A prefix search sorts the matches out of the (namespace, username|email, created_at, id, is_active) indexes when
+# they are few (at most this many per column); when they are many it first walks the namespace in order of creation
+# through at most WALKED_USERS users, which finds a page at once where the matches are common, and sorts them out of
+# those indexes when that walk falls short (the matches come late, or are rarer than their number made likely).
 SPARSE_PREFIX_MATCHES = 2000
-# Stored usernames and emails are lowercase: a lowercase prefix matches them case-insensitively. The range
-# [prefix_low, prefix_high) is what the unique indexes can serve: both columns compare byte by byte (SQLite's BINARY,
-# PostgreSQL's "C"), so it holds exactly the strings that start with the prefix; the LIKE keeps that so in any case.
+WALKED_USERS = 5000
+# Stored usernames and emails are lowercase: a lowercase prefix matches them case-insensitively. Both columns compare
+# byte by byte (SQLite's BINARY, PostgreSQL's "C"), so the range [prefix_low, prefix_high) holds exactly the strings
+# that start with the prefix, and the indexes serve it.
 _PREFIX_LOW = bindparam("prefix_low", type_=USERS.c.username.type)
 _PREFIX_HIGH = bindparam("prefix_high", type_=USERS.c.username.type)
-_PREFIX_PATTERN = bindparam("prefix", type_=USERS.c.username.type)
 _PREFIXED = (USERS.c.username, USERS.c.email)
+_ORDER = (USERS.c.created_at, USERS.c.id)
 
 
 def _page_conditions(*, active: bool, after: bool) -> list[ColumnElement[bool]]:
@@ -220,7 +225,7 @@ def _page_conditions(*, active: bool, after: bool) -> list[ColumnElement[bool]]:
         conditions.append(USERS.c.is_active == bindparam("active"))
     if after:
         conditions.append(
-            tuple_(USERS.c.created_at, USERS.c.id)
+            tuple_(*_ORDER)
             > tuple_(
                 bindparam("after_created", type_=USERS.c.created_at.type), bindparam("after_id", type_=USERS.c.id.type)
             )
@@ -228,23 +233,46 @@ def _page_conditions(*, active: bool, after: bool) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _in_range(column: ColumnElement[Any]) -> list[ColumnElement[bool]]:
-    return [column >= _PREFIX_LOW, column < _PREFIX_HIGH, column.like(_PREFIX_PATTERN, escape="\\")]
+def _in_range(column: ColumnElement[Any]) -> ColumnElement[bool]:
+    return and_(column >= _PREFIX_LOW, column < _PREFIX_HIGH)
 
 
-def _user_page(*, search: str | None, active: bool, after: bool) -> Select[Any]:
+def _first_matches(
+    column: ColumnElement[Any], conditions: list[ColumnElement[bool]], limit: BindParameter[int], *, fenced: bool
+) -> Subquery:
+    """The first `limit` matches of the prefix in `column`, in order of creation, as (created_at, id): sorted out of
+    the column's search index, no row read. `fenced` keeps the range in a subquery of its own (OFFSET 0), which
+    PostgreSQL plans apart: seeing the ORDER BY with the range, it may guess the matches spread evenly and walk the
+    creation-order index instead, past every earlier user. SQLite plans the unfenced form as the range and a sort
+    already, and runs it faster."""
+    if not fenced:
+        return select(*_ORDER).where(*conditions, _in_range(column)).order_by(*_ORDER).limit(limit).subquery()
+    matches = select(*_ORDER).where(*conditions, _in_range(column)).offset(0).subquery()
+    return (
+        select(matches.c.created_at, matches.c.id).order_by(matches.c.created_at, matches.c.id).limit(limit).subquery()
+    )
+
+
+def _user_page(*, search: str | None, active: bool, after: bool, fenced: bool) -> Select[Any]:
     conditions = _page_conditions(active=active, after=after)
     limit = bindparam("limit", type_=Integer)
-    if search == "sparse":
-        # One index range per column; the few matches are then put in order of creation.
-        matches = union(
-            *(select(*USER_SUMMARY).where(*conditions, *_in_range(column)) for column in _PREFIXED)
-        ).subquery("matches")
-        return select(matches).order_by(matches.c.created_at, matches.c.id).limit(limit)
-    if search == "dense":
-        # Matches are everywhere: walking the namespace in order of creation meets a page of them soon.
-        conditions.append(or_(*(column.like(_PREFIX_PATTERN, escape="\\") for column in _PREFIXED)))
-    return select(*USER_SUMMARY).where(*conditions).order_by(USERS.c.created_at, USERS.c.id).limit(limit)
+    if search == "sorted":
+        # Each column's first page of matches, merged; only the page's rows are read. (SQLite takes no ORDER BY or
+        # LIMIT on a member of a UNION: each first page is a subquery.)
+        firsts = union(
+            *(
+                select(first.c.created_at, first.c.id)
+                for first in (_first_matches(column, conditions, limit, fenced=fenced) for column in _PREFIXED)
+            )
+        ).subquery("firsts")
+        page = select(firsts.c.id).order_by(firsts.c.created_at, firsts.c.id).limit(limit)
+        return select(*USER_SUMMARY).where(USERS.c.id.in_(page)).order_by(*_ORDER)
+    if search == "walked":
+        # The next WALKED_USERS users in order of creation, and the matches among them.
+        walked = select(*USER_SUMMARY).where(*conditions).order_by(*_ORDER).limit(WALKED_USERS).subquery("walked")
+        matching = or_(*(_in_range(walked.c[column.name]) for column in _PREFIXED))
+        return select(walked).where(matching).order_by(walked.c.created_at, walked.c.id).limit(limit)
+    return select(*USER_SUMMARY).where(*conditions).order_by(*_ORDER).limit(limit)
 
 
 def _prefix_count(column: ColumnElement[Any]) -> ScalarSelect[Any]:
@@ -254,13 +282,22 @@ def _prefix_count(column: ColumnElement[Any]) -> ScalarSelect[Any]:
     return select(func.count()).select_from(capped).scalar_subquery()
 
 
-# One prebuilt statement for each combination: (search: None, "sparse" or "dense", active, after) -> statement.
-USER_PAGES = {
-    (search, active, after): _user_page(search=search, active=active, after=after)
-    for search in (None, "sparse", "dense")
+# One prebuilt statement for each combination: (search: None, "sorted" or "walked", active, after, fenced).
+_USER_PAGES = {
+    (search, active, after, fenced): _user_page(search=search, active=active, after=after, fenced=fenced)
+    for search in (None, "sorted", "walked")
     for active in (False, True)
     for after in (False, True)
+    for fenced in (False, True)
 }
+
+
+def user_page(dialect_name: str, search: str | None, *, active: bool, after: bool) -> Select[Any]:
+    """The statement of one page of users: `search` None (all), "sorted" or "walked" (a prefix search, above);
+    `active` and `after` say whether the active and cursor parameters are given."""
+    return _USER_PAGES[(search, active, after, dialect_name == "postgresql")]
+
+
 # The prefix's matches by username and by email, each counted up to `cap`: which of the two searches to run.
 PREFIX_MATCH_COUNTS = select(*(_prefix_count(column).label(column.name) for column in _PREFIXED))
 LIVE_SESSION_COUNT = select(func.count()).where(OPEN_SESSIONS, SESSIONS.c.expires_at > bindparam("now"))
