@@ -30,7 +30,9 @@ ACCESS_TOKEN_TTL_SECONDS = 900
 UPLOAD_USERS = 16
 LOGIN_WORKERS = 4
 MULTIPART_BOUNDARY = "benchmark-boundary-7f3a9c"
-SERVICE_POOL_SIZE = 15  # DB_POOL_SIZE (5) + DB_MAX_OVERFLOW (10), the service's defaults
+# How many connections the service's pool can hold at most, DB_POOL_SIZE + DB_MAX_OVERFLOW (the defaults, or the
+# values in the benchmark's environment, which user-service's servers are given too).
+SERVICE_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE", "20")) + int(os.environ.get("DB_MAX_OVERFLOW", "5"))
 
 
 def pgbouncer_launcher() -> Callable[..., contextlib.AbstractContextManager[int]]:
@@ -88,8 +90,9 @@ class Post:
 
 
 def base_env() -> dict[str, str]:
-    """A clean environment: none of the caller's settings (DATABASE_URL, a .env's values) leak into a server."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    """A clean environment: none of the caller's settings (DATABASE_URL, a .env's values) leak into a server, except
+    the pool's size, which a run may set to compare sizes."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "DB_POOL_SIZE", "DB_MAX_OVERFLOW")
     return {name: os.environ[name] for name in keep if name in os.environ}
 
 

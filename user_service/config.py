@@ -157,8 +157,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite:///user-service.db"
-    db_pool_size: int = Field(default=5, ge=1, le=1000)
-    db_max_overflow: int = Field(default=10, ge=0, le=1000)
+    # Connections the PostgreSQL pool keeps, and how many more it opens for a burst (each closed when returned).
+    db_pool_size: int = Field(default=20, ge=1, le=1000)
+    db_max_overflow: int = Field(default=5, ge=0, le=1000)
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     db_pool_recycle_seconds: int = Field(default=1800, ge=-1, le=ONE_DAY_SECONDS)
     db_connect_timeout_seconds: int = Field(default=5, ge=1, le=300)
