@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Executable, Table, text
+from sqlalchemy import Connection, Dialect, Engine, Executable, Table, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from user_service import telemetry
 from user_service.config import Settings
@@ -106,6 +108,44 @@ def insert_rows(tx: Transaction, table: Table, rows: list[dict[str, Any]]) -> No
         raise DBAPIError.instance(statement, None, exc, dbapi.Error, dialect=tx.dialect) from None
 
 
+def _first_row(connection: Connection, statement: Executable, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
+    row = connection.execute(statement, params).first()
+    return row._mapping if row is not None else None
+
+
+class _DriverRead:
+    """A prebuilt SELECT run on psycopg's own cursor, for PostgreSQL's single-row reads: compiled once, its values
+    going in and out through the statement's own type processors, as SQLAlchemy would. SQLAlchemy's execution
+    context and result (and psycopg's column descriptions, which the result reads) cost several times what the
+    read itself costs the process; the token check runs one on every request."""
+
+    def __init__(self, statement: Executable, dialect: Dialect) -> None:
+        self._compiled = cast("SQLCompiler", cast("ClauseElement", statement).compile(dialect=dialect))
+        self.sql = str(self._compiled)
+        # (A tuple parameter would have a sequence of processors; the single-row reads have none.)
+        self._binds = cast("dict[str, Callable[[Any], Any]]", dict(self._compiled._bind_processors))
+        self.columns = [
+            (column.keyname, column.type._cached_result_processor(dialect, None))
+            for column in self._compiled._result_columns
+        ]
+
+    def parameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = dict(self._compiled.construct_params(params))
+        for name, process in self._binds.items():
+            if name in values:
+                values[name] = process(values[name])
+        return values
+
+    def first(self, cursor: Any) -> dict[str, Any] | None:
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return {
+            key: value if process is None else process(value)
+            for (key, process), value in zip(self.columns, row, strict=True)
+        }
+
+
 class Database:
     """The service's database: single-row reads, read and write transactions, and closing."""
 
@@ -123,6 +163,8 @@ class Database:
         # Threads (event loops) that keep a connection of their own for single reads: thread id -> the connection,
         # or None until the thread's next read opens one.
         self.thread_readers: dict[int, Connection | None] = {}
+        # PostgreSQL's single-row reads, run on the driver's cursor: statement -> its compiled form.
+        self._driver_reads: dict[Executable, _DriverRead] | None = None if self.reads_are_local else {}
 
     def close(self) -> None:
         """Release every connection."""
@@ -157,18 +199,47 @@ class Database:
             if kept is None:
                 kept = self.thread_readers[thread] = self._single_reads.connect()
             try:
-                row = kept.execute(statement, params).first()
+                return _first_row(kept, statement, params)
             except BaseException:
                 # Whatever went wrong, the next read starts on a fresh connection.
                 self.thread_readers[thread] = None
                 kept.close()
                 raise
-            return row._mapping if row is not None else None
 
     def _single_read(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
         with self._single_reads.connect() as connection:
-            row = connection.execute(statement, params).first()
-            return row._mapping if row is not None else None
+            if self._driver_reads is not None:
+                return self._driver_read(connection, statement, params)
+            return _first_row(connection, statement, params)
+
+    def _driver_read(
+        self, connection: Connection, statement: Executable, params: Mapping[str, Any]
+    ) -> Mapping[Any, Any] | None:
+        """One row of `statement` read on the driver's cursor of `connection` (in autocommit, as every single read).
+        Listeners of the engine's before_cursor_execute see the statement as they would through SQLAlchemy. An error
+        that means the connection is gone sends the read through SQLAlchemy on it once more, which meets the same
+        error and does what it does for one (drops the pool's connections as old, marks the error so the read runs
+        again on a fresh connection); any other error comes out as SQLAlchemy's, as from any statement."""
+        reads = self._driver_reads if self._driver_reads is not None else {}
+        read = reads.get(statement)
+        if read is None:
+            read = reads[statement] = _DriverRead(statement, connection.dialect)
+        if not read.columns:
+            # A textual statement (the ping) names no columns to read by: SQLAlchemy runs it.
+            return _first_row(connection, statement, params)
+        driver: Any = connection.connection.driver_connection
+        dbapi = connection.dialect.loaded_dbapi
+        values = read.parameters(params)
+        try:
+            with driver.cursor() as cursor:
+                if connection._has_events or connection.engine._has_events:
+                    connection.dispatch.before_cursor_execute(connection, cursor, read.sql, values, None, False)
+                cursor.execute(read.sql, values)
+                return read.first(cursor)
+        except dbapi.Error as exc:
+            if connection.dialect.is_disconnect(exc, driver, None):
+                return _first_row(connection, statement, params)
+            raise DBAPIError.instance(read.sql, None, exc, dbapi.Error, dialect=connection.dialect) from None
 
     def ping(self) -> bool:
         """Whether the database answers."""
