@@ -21,8 +21,7 @@ from typing import Any
 import bcrypt
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import event, text
 
 from tests.conftest import TEST_SECRET, Api, MakeApi, TemplateDatabase, bearer
 from tests.helpers import REDIS_URL
@@ -178,7 +177,7 @@ def test_an_authenticated_read_leaves_no_read_transaction_open(
 
 
 def test_on_sqlite_the_event_loop_keeps_one_connection_for_its_reads_and_replaces_it_after_an_error(
-    settings: Settings, database: TemplateDatabase, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, database: TemplateDatabase
 ) -> None:
     app = create_app(settings)
     service: UserService = app.state.service
@@ -193,10 +192,12 @@ def test_on_sqlite_the_event_loop_keeps_one_connection_for_its_reads_and_replace
             (kept,) = service.db.thread_readers.values()
             assert service.engine.pool.checkedout() == 1
 
-            def broken(*args: Any, **kwargs: Any) -> Any:
-                raise OperationalError("SELECT", {}, sqlite3.OperationalError("disk I/O error"))
+            def broken(*args: Any) -> None:
+                event.remove(service.engine, "before_cursor_execute", broken)
+                raise sqlite3.OperationalError("disk I/O error")
 
-            monkeypatch.setattr(kept, "execute", broken)
+            # The next statement the driver is given fails, as a failing disk makes it.
+            event.listen(service.engine, "before_cursor_execute", broken)
             failed = api.me(token)
             assert (failed.status_code, failed.json()["code"]) == (503, "database_unavailable")
             assert api.me(token).status_code == 200

@@ -16,7 +16,6 @@ from user_service.config import Settings
 from user_service.errors import DatabaseUnavailable
 from user_service.migrations import migrate_to
 from user_service.service import UserService
-from user_service.service import statements as sql
 
 # A prebuilt SELECT, as the service's single-row reads are (a textual one takes another path).
 SELECT_ONE = select(literal(1).label("one"))
@@ -122,24 +121,6 @@ def test_single_reads_survive_a_restart_that_ended_every_pooled_connection(servi
     assert end_server_connections(service) >= 3
 
     assert [read(service) for _ in range(READS)] == [1] * READS
-
-
-def test_a_single_read_gives_the_row_sqlalchemy_gives(service: UserService) -> None:
-    """Single-row reads run on the driver's cursor: the same values, of the same types (UTC datetimes, UUIDs,
-    the parsed JSON of extra), as the statement run through SQLAlchemy."""
-    service.register(registration(namespace="app", username="alice", password=PASSWORD, extra={"plan": "pro"}))
-    pair = service.login(namespace="app", username="alice", password=PASSWORD)
-    principal = service.authenticate(pair.access_token)
-    params = {"user_id": principal.user.id, "session_id": principal.session_id}
-
-    row = service.db.read_one(sql.PRINCIPAL, params)
-    with service.engine.connect() as connection:
-        expected = connection.execute(sql.PRINCIPAL, params).one()._mapping
-
-    assert row is not None
-    assert dict(row) == dict(expected)
-    assert {key: type(value) for key, value in row.items()} == {key: type(value) for key, value in expected.items()}
-    assert row["created_at"].utcoffset() == expected["created_at"].utcoffset()
 
 
 def test_a_transaction_on_a_connection_that_died_answers_unavailable_once(service: UserService) -> None:
