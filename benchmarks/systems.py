@@ -21,6 +21,8 @@ from seeding import seed_by_sql, seed_peer_by_sql
 from servers import Server, ServerPool, free_port, http, post_json
 from setup_env import HERE, project_bin
 
+from user_service.config import Settings
+
 PEERS = HERE / "peers"
 NAMESPACE = "bench"
 # The benchmark accounts' password, on throw-away databases: not common, no username or namespace inside.
@@ -30,9 +32,16 @@ ACCESS_TOKEN_TTL_SECONDS = 900
 UPLOAD_USERS = 16
 LOGIN_WORKERS = 4
 MULTIPART_BOUNDARY = "benchmark-boundary-7f3a9c"
-# How many connections the service's pool can hold at most, DB_POOL_SIZE + DB_MAX_OVERFLOW (the defaults, or the
-# values in the benchmark's environment, which user-service's servers are given too).
-SERVICE_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE", "20")) + int(os.environ.get("DB_MAX_OVERFLOW", "5"))
+
+
+def _pool_setting(name: str) -> int:
+    """A pool setting as user-service's servers get it: from the benchmark's environment, or the service's default."""
+    value = os.environ.get(name.upper())
+    return int(value) if value else int(Settings.model_fields[name].default)
+
+
+# How many connections the service's pool can hold at most, DB_POOL_SIZE + DB_MAX_OVERFLOW.
+SERVICE_POOL_SIZE = _pool_setting("db_pool_size") + _pool_setting("db_max_overflow")
 
 
 def pgbouncer_launcher() -> Callable[..., contextlib.AbstractContextManager[int]]:
