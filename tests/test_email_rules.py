@@ -1,5 +1,6 @@
 """Email addresses are checked by email-validator at every door; the service lets it remember the domains it has
-checked (an import brings a few domains many times), which must not change a single answer."""
+checked (an import brings a few domains many times), and answers plain ASCII addresses without the library's parse
+of the whole address, neither of which may change a single answer."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 
 import pytest
 from email_validator import EmailNotValidError, validate_email
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from user_service.validation import normalize_email
 
@@ -26,6 +29,30 @@ ADDRESSES = [
     "oscar@[127.0.0.1]",
     "peggy@exa_mple.com",
     "trent@" + "a" * 64 + ".com",
+    # Local parts at the edge of the plain form: dots, the characters it allows and those it leaves to the library.
+    "first.last+tag@example.com",
+    "a_b-c@example.com",
+    ".leading@example.com",
+    "trailing.@example.com",
+    "double..dot@example.com",
+    "o'brien@example.com",
+    "x!#$%&*/=?^`{|}~@example.com",
+    "two@at@example.com",
+    "@example.com",
+    "nobody@",
+    "postmaster@example.com",
+    "PostMaster@Example.com",
+    "l" * 64 + "@example.com",
+    "l" * 65 + "@example.com",
+    "l" * 64 + "@" + ".".join(["d" * 60] * 3) + ".com",
+    "l" * 60 + "@" + ".".join(["d" * 60] * 3) + ".com",
+    "ünïcode@example.com",
+    "a@example.com.",
+    "a@EXAMPLE.com",
+    "a@exa\u0338mple.com",
+    "a@\u0338example.com",
+    " spaced@example.com",
+    "spaced@example.com ",
 ]
 
 
@@ -69,3 +96,17 @@ def test_a_remembered_domain_answer_is_a_copy_the_caller_cannot_spoil() -> None:
 
     assert check("example.org", test_environment=False, globally_deliverable=True)["domain"] == "example.org"
     assert normalize_email("zoe@example.org") == "zoe@example.org"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet="aZ09._+-'!\"@<> ü\u0338", max_size=12),
+    st.sampled_from(["example.com", "EXAMPLE.org", "localhost", "münchen.de", "xn--mnchen-3ya.de", "ex..com", ""]),
+)
+@example("a.b", "example.com")
+@example("a@b", "example.com")
+def test_every_address_gets_email_validators_answer(local: str, domain: str) -> None:
+    """Whatever the text before and after the @, the service answers as email-validator does."""
+    address = f"{local}@{domain}"
+
+    assert service_answer(address) == _validated(address)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from tests.conftest import PASSWORD, FakeClock, postgres_database, registration
 from user_service import migrations
@@ -279,12 +280,59 @@ def test_export_then_import_moves_users_from_sqlite_to_postgresql_and_back(tmp_p
             back.login(namespace="other", username="bob", password=PASSWORD)
 
 
+def test_a_batch_of_new_users_is_written_without_looking_anyone_up(service: UserService) -> None:
+    """New users are written at once, the unique indexes checking them: no lookup of the stored users runs before
+    the write (an import of 100,000 new users spent most of its time on them). A batch with a taken name is looked up
+    and its line reported."""
+    run_import(service, jsonl(line("taken")))
+    reads: list[str] = []
+
+    def remember_reads(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM users" in statement:
+            reads.append(statement)
+
+    event.listen(service.engine, "before_cursor_execute", remember_reads)
+    try:
+        report, problems = run_import(service, jsonl(line("alice"), line("bob")))
+        assert (report.imported, problems, reads) == (2, [], [])
+
+        report, problems = run_import(service, jsonl(line("carol"), line("taken")), skip_invalid=True)
+    finally:
+        event.remove(service.engine, "before_cursor_execute", remember_reads)
+
+    assert (report.imported, report.refused) == (1, 1)
+    assert problems == ["2: user app-x/taken already exists (an earlier line or a stored user)"]
+    assert len(reads) == 2  # by id and by name (the lines give no email)
+    assert usernames(service) == ["alice", "bob", "carol", "taken"]
+
+
+def test_a_user_stored_before_its_batch_is_written_is_reported_as_the_lines_problem(
+    service: UserService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user another request stores while the file is read, with a name the file holds: the batch's write meets
+    the unique index, nothing of it stays, and the lookup that follows names the line; the file is kept out."""
+    real_insert = import_batch.insert_new_rows
+
+    def after_a_racing_registration(tx: Any, table: Any, rows: list[dict[str, Any]]) -> bool:
+        tx.execute(sql.INSERT_USER, {**rows[-1], "id": uuid.uuid4(), "email": None})
+        return real_insert(tx, table, rows)
+
+    monkeypatch.setattr(import_batch, "insert_new_rows", after_a_racing_registration)
+
+    report, problems = run_import(service, jsonl(line("alice"), line("bob")))
+
+    assert problems == ["2: user app-x/bob already exists (an earlier line or a stored user)"]
+    assert (report.imported, report.written) == (1, False)
+    assert usernames(service) == []
+
+
 def test_a_user_created_between_the_check_and_the_write_keeps_the_whole_file_out(
     service: UserService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each batch is checked against the stored users before it is written; a user stored in between (another
-    request, another instance) makes the write fail on the unique index: nothing of the file is kept and the message
-    says to run the import again, on both databases (PostgreSQL writes the batch with COPY)."""
+    """A batch that collides is checked against the stored users before it is written; a user stored in between
+    (another request, another instance) makes the write fail on the unique index: nothing of the file is kept and
+    the message says to run the import again, on both databases (PostgreSQL writes the batch with COPY)."""
+    run_import(service, jsonl(line("taken")))
     real_insert = import_batch.insert_rows
 
     def after_a_racing_registration(tx: Any, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -295,8 +343,8 @@ def test_a_user_created_between_the_check_and_the_write_keeps_the_whole_file_out
     monkeypatch.setattr(import_batch, "insert_rows", after_a_racing_registration)
 
     with pytest.raises(UsernameTaken, match=r"during the import.*run it again"):
-        run_import(service, jsonl(line("alice"), line("bob")))
-    assert usernames(service) == []
+        run_import(service, jsonl(line("alice"), line("bob"), line("taken")), skip_invalid=True)
+    assert usernames(service) == ["taken"]
 
 
 def test_refused_lines_are_reported_in_the_order_of_the_file_across_batches(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
+import email_validator
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictStr, ValidationError, WithJsonSchema
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -80,12 +81,16 @@ def normalize_username(value: str) -> str:
     return value.lower()
 
 
+# The module whose name for the domain check validate_email calls (and the service, through it, remembers).
+_EMAIL_MODULE: Any = importlib.import_module("email_validator.validate_email")
+
+
 def _remember_domain_checks() -> None:
     """Let email-validator remember the domains it has checked. Checking a domain (IDNA and UTS #46, character by
     character) is most of the time of checking an address, and an import of a million users brings a few domains a
     million times. The check is a pure function of its arguments, so remembering it changes no answer; it is
     wrapped once, in the module that calls it, and hands out a copy of what it remembers."""
-    module = importlib.import_module("email_validator.validate_email")
+    module = _EMAIL_MODULE
     check = getattr(module, "validate_email_domain_name")  # noqa: B009 (mypy does not see the module's names)
     if getattr(check, "__wrapped__", None) is not None:
         return
@@ -101,15 +106,48 @@ def _remember_domain_checks() -> None:
 _remember_domain_checks()
 
 
+# The local part most addresses have: ASCII letters, digits and _ + - in dot-separated runs, which email-validator
+# accepts as it is (a dot-atom, no quoting, nothing for Unicode normalization to change).
+_PLAIN_LOCAL_PART = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
+_LOCAL_PART_MAX = 64
+_ADDRESS_MAX = 254
+
+
+def _plain_address(value: str) -> str | None:
+    """The normalized form email-validator gives an ASCII address with a plain local part, found without its
+    character-by-character parse of the whole address (most of the time of checking one, and an import checks a
+    million): the domain gets the library's own (remembered) check. None for anything else, and for any address the
+    library would refuse, so that the library itself answers those, with its own reasons."""
+    local, at, domain = value.partition("@")
+    if not (at and value.isascii() and len(value) <= _ADDRESS_MAX and len(local) <= _LOCAL_PART_MAX):
+        return None
+    if "@" in domain or not _PLAIN_LOCAL_PART.fullmatch(local):
+        return None
+    try:
+        checked = _EMAIL_MODULE.validate_email_domain_name(
+            domain,
+            test_environment=email_validator.TEST_ENVIRONMENT,
+            globally_deliverable=email_validator.GLOBALLY_DELIVERABLE,
+        )
+    except EmailNotValidError:
+        return None
+    normalized = f"{local}@{checked['domain']}"
+    if max(len(normalized.encode()), len(local) + 1 + len(checked["ascii_domain"])) > _ADDRESS_MAX:
+        return None
+    return normalized
+
+
 def normalize_email(value: str) -> str:
     if len(value) > EMAIL_MAX:
         raise ValueError(f"email must be at most {EMAIL_MAX} characters")
-    try:
-        result = validate_email(clean_text(value), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValueError(f"email is not valid: {exc}") from None
+    normalized = _plain_address(value)
+    if normalized is None:
+        try:
+            normalized = validate_email(clean_text(value), check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"email is not valid: {exc}") from None
     # Addresses are compared case-insensitively: two accounts must not differ by case alone.
-    return result.normalized.lower()
+    return normalized.lower()
 
 
 def check_full_name(value: str) -> str:

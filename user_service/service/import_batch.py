@@ -13,7 +13,7 @@ from typing import Any
 from user_service.schemas import ImportedUser
 from user_service.service import statements as sql
 from user_service.service import transfer_sql as tsql
-from user_service.service.database import Transaction, insert_rows
+from user_service.service.database import Transaction, insert_new_rows, insert_rows
 
 BATCH_SIZE = 1000
 # A batch waits at most this long for more users before it is written: lines with plain passwords are hashed one by
@@ -128,6 +128,10 @@ class ImportBatch:
 
     def _write(self, batch: Pending) -> _Written:
         rows = [row for _, _, row in batch]
+        # Most batches collide with nothing stored: written at once, the unique indexes checking them. A batch that
+        # does collide (or any batch of an upsert) is looked up first, to report each collision or update the user.
+        if not self.upsert and insert_new_rows(self.tx, sql.USERS, rows):
+            return _Written([], len(rows), 0)
         lookups = tsql.lookups(self.tx.dialect.name)
         found = self.tx.execute(lookups.by_id, {"ids": [row["id"] for row in rows]}).mappings().all()
         by_id: dict[Any, Mapping[Any, Any]] = {stored["id"]: stored for stored in found}
