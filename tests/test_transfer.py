@@ -7,6 +7,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,55 @@ def test_export_pages_through_every_namespace_in_key_order(service: UserService,
     assert len({record["id"] for record in everyone}) == 2501
     assert [record["id"] for record in one] == [record["id"] for record in everyone[1:]]
     assert "password_hash" not in everyone[0]
+
+
+def test_an_exported_line_is_compact_json_with_text_as_given_and_times_with_their_offset(service: UserService) -> None:
+    """The line's bytes, not only its meaning: compact, text unescaped but for what JSON requires (quotes,
+    backslashes, control characters), the id in its usual form, times as `isoformat` writes them (microseconds only
+    when there are some), `extra` last."""
+    full_name = 'Zoë "Z" O\'Brien \\ tab\there\u2028日本'
+    run_import(
+        service,
+        jsonl(
+            line("zoe", id=USER_ID, full_name=full_name, created_at="2021-02-03T04:05:06+00:00", extra={"k": "v"}),
+            line("yan", created_at="2021-02-03T06:05:06.000007+02:00"),
+        ),
+    )
+
+    zoe, yan = service.export_lines()
+
+    expected = {
+        "id": USER_ID,
+        "namespace": "app-x",
+        "username": "zoe",
+        "email": None,
+        "full_name": full_name,
+        "avatar_url": None,
+        "is_active": True,
+        "email_verified": False,
+        "created_at": "2021-02-03T04:05:06+00:00",
+    }
+    assert zoe.startswith(json.dumps(expected, ensure_ascii=False, separators=(",", ":"))[:-1] + ',"updated_at":"')
+    assert list(json.loads(zoe).items())[-1] == ("extra", {"k": "v"})
+    assert json.loads(zoe)["full_name"] == full_name
+    assert json.loads(yan)["created_at"] == "2021-02-03T04:05:06.000007+00:00"
+
+
+def test_an_export_left_after_its_first_page_ends_cleanly(service: UserService) -> None:
+    """Pages are read ahead on a thread: a reader that stops after a few lines (a closed pipe) leaves nothing
+    running, and the next export starts from the first user again."""
+    made = datetime(2021, 1, 1, tzinfo=UTC)
+    users = (
+        line(f"user{index:04d}", created_at=(made + timedelta(seconds=index)).isoformat()) for index in range(2100)
+    )
+    run_import(service, jsonl(*users))
+
+    lines = service.export_lines()
+    first = [next(lines) for _ in range(3)]
+    lines.close()
+
+    assert [json.loads(text)["username"] for text in first] == ["user0000", "user0001", "user0002"]
+    assert sum(1 for _ in service.export_lines()) == 2100
 
 
 def test_one_imported_user_through_the_core(service: UserService) -> None:

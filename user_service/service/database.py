@@ -127,17 +127,21 @@ def insert_new_rows(tx: Transaction, table: Table, rows: list[dict[str, Any]]) -
     return True
 
 
-def _first_row(connection: Connection, statement: Executable, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
-    row = connection.execute(statement, params).first()
-    return row._mapping if row is not None else None
+def _rows(connection: Connection, statement: Executable, params: Mapping[str, Any], many: bool) -> list[Any]:
+    """The rows (or the first row) of `statement` through SQLAlchemy, by column name."""
+    result = connection.execute(statement, params).mappings()
+    if many:
+        return list(result)
+    row = result.first()
+    return [row] if row is not None else []
 
 
 class _DriverRead:
-    """A prebuilt SELECT run on the driver's own cursor, for single-row reads: compiled once, its values going in and
-    out through the statement's own type processors, as SQLAlchemy would. SQLAlchemy's execution context and result
-    (and, on psycopg, the column descriptions the result reads) cost several times what the read itself costs the
-    process: in-process, 541 against 117 us a read on PostgreSQL, 122 against 16 on SQLite. The token check runs one
-    on every request."""
+    """A prebuilt SELECT run on the driver's own cursor, for reads outside a transaction: compiled once, its values
+    going in and out through the statement's own type processors, as SQLAlchemy would. SQLAlchemy's execution context
+    and result (and, on psycopg, the column descriptions the result reads) cost several times what the read itself
+    costs the process: in-process, 541 against 117 us a read of one row on PostgreSQL, 122 against 16 on SQLite. The
+    token check runs one on every request; an export reads every user this way, a page at a time."""
 
     def __init__(self, statement: Executable, dialect: Dialect) -> None:
         self._compiled = cast("SQLCompiler", cast("ClauseElement", statement).compile(dialect=dialect))
@@ -161,14 +165,17 @@ class _DriverRead:
             return [values[name] for name in self._compiled.positiontup]
         return values
 
-    def first(self, cursor: Any) -> dict[str, Any] | None:
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        return {
-            key: value if process is None else process(value)
-            for (key, process), value in zip(self.columns, row, strict=True)
-        }
+    def fetch(self, cursor: Any, many: bool) -> list[dict[str, Any]]:
+        """The rows read (or the first row), by column name."""
+        rows = cursor.fetchall() if many else cursor.fetchmany(1)
+        columns = self.columns
+        return [
+            {
+                key: value if process is None else process(value)
+                for (key, process), value in zip(columns, row, strict=True)
+            }
+            for row in rows
+        ]
 
 
 class Database:
@@ -208,37 +215,46 @@ class Database:
 
     def read_one(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
         """The first row of one SELECT, by column name, run outside a transaction."""
+        rows = self._read(statement, params, many=False)
+        return rows[0] if rows else None
+
+    def read_all(self, statement: Executable, params: Mapping[str, Any]) -> list[Mapping[Any, Any]]:
+        """Every row of one SELECT (a page: keep it bounded), by column name, run outside a transaction."""
+        return self._read(statement, params, many=True)
+
+    def _read(self, statement: Executable, params: Mapping[str, Any], many: bool) -> list[Any]:
         thread = threading.get_ident()
         if thread not in self.thread_readers:
             with _database_errors():
                 try:
-                    return self._single_read(statement, params)
+                    return self._single_read(statement, params, many)
                 except DBAPIError as exc:
                     if not exc.connection_invalidated:
                         raise
                 # The connection had died in the pool (a database restart): the pool has dropped it and every
                 # one as old, and the read runs once more on a fresh connection.
-                return self._single_read(statement, params)
+                return self._single_read(statement, params, many)
         with _database_errors():
             kept = self.thread_readers[thread]
             if kept is None:
                 kept = self.thread_readers[thread] = self._single_reads.connect()
             try:
-                return self._driver_read(kept, statement, params)
+                return self._driver_read(kept, statement, params, many)
             except BaseException:
                 # Whatever went wrong, the next read starts on a fresh connection.
                 self.thread_readers[thread] = None
                 kept.close()
                 raise
 
-    def _single_read(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
+    def _single_read(self, statement: Executable, params: Mapping[str, Any], many: bool) -> list[Any]:
         with self._single_reads.connect() as connection:
-            return self._driver_read(connection, statement, params)
+            return self._driver_read(connection, statement, params, many)
 
     def _driver_read(
-        self, connection: Connection, statement: Executable, params: Mapping[str, Any]
-    ) -> Mapping[Any, Any] | None:
-        """One row of `statement` read on the driver's cursor of `connection` (in autocommit, as every single read).
+        self, connection: Connection, statement: Executable, params: Mapping[str, Any], many: bool
+    ) -> list[Any]:
+        """The rows (or the first row) of `statement` read on the driver's cursor of `connection` (in autocommit, as
+        every read outside a transaction).
         Listeners of the engine's before_cursor_execute see the statement as they would through SQLAlchemy. An error
         that means the connection is gone sends the read through SQLAlchemy on it once more, which meets the same
         error and does what it does for one (drops the pool's connections as old, marks the error so the read runs
@@ -247,7 +263,7 @@ class Database:
         if read is None:
             read = self._driver_reads[statement] = _DriverRead(statement, connection.dialect)
         if not read.direct:
-            return _first_row(connection, statement, params)
+            return _rows(connection, statement, params, many)
         driver: Any = connection.connection.driver_connection
         dbapi = connection.dialect.loaded_dbapi
         values = read.parameters(params)
@@ -257,12 +273,12 @@ class Database:
                 if connection._has_events or connection.engine._has_events:
                     connection.dispatch.before_cursor_execute(connection, cursor, read.sql, values, None, False)
                 cursor.execute(read.sql, values)
-                return read.first(cursor)
+                return read.fetch(cursor, many)
             finally:
                 cursor.close()
         except dbapi.Error as exc:
             if connection.dialect.is_disconnect(exc, driver, None):
-                return _first_row(connection, statement, params)
+                return _rows(connection, statement, params, many)
             raise DBAPIError.instance(read.sql, None, exc, dbapi.Error, dialect=connection.dialect) from None
 
     def ping(self) -> bool:

@@ -1,6 +1,7 @@
-"""A batch of imported users: the stored users it collides with are read, then the rest is written together, within
-the import's transaction. Collisions are found against stored rows only: a user colliding with one still waiting
-sends the batch first, so memory holds two batches (one being written, one filling) whatever the file's size."""
+"""A batch of imported users, written together within the import's transaction: at once when it collides with no
+stored user, else after reading the stored users it collides with, to name each line's collision and write the rest.
+Collisions are found against stored rows only: a user colliding with one still waiting sends the batch first, so
+memory holds two batches (one being written, one filling) whatever the file's size."""
 
 from __future__ import annotations
 
