@@ -25,7 +25,7 @@ from sqlalchemy import event, text
 
 from tests.conftest import TEST_SECRET, Api, MakeApi, TemplateDatabase, bearer
 from tests.helpers import REDIS_URL
-from user_service import security
+from user_service import security, telemetry
 from user_service.api.app import create_app
 from user_service.config import Settings
 from user_service.cpu import usable_cores
@@ -116,6 +116,28 @@ def test_the_token_check_reads_off_the_event_loop_on_postgresql_and_in_place_on_
     assert api.me("not-a-token").status_code == 401
 
     assert calls == [database.kind == "sqlite"] * 3
+
+
+def test_the_token_check_sees_the_requests_id_wherever_it_runs(
+    api: Api, service: UserService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the read runs in a worker thread: it still runs in the request's context, so what it logs
+    carries the request's id."""
+    token = api.tokens()["access_token"]
+    seen: list[tuple[str | None, bool]] = []
+    check = service.authenticate
+
+    def authenticate(*args: Any, **kwargs: Any) -> Any:
+        seen.append((telemetry.current_request_id.get(None), on_event_loop()))
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(service, "authenticate", authenticate)
+
+    for request_id in ("first-request", "second-request"):
+        assert api.client.get("/users/me", headers={**bearer(token), "X-Request-ID": request_id}).status_code == 200
+
+    assert [request_id for request_id, _ in seen] == ["first-request", "second-request"]
+    assert {in_place for _, in_place in seen} == {service.reads_are_local}
 
 
 def test_health_checks_the_database_off_the_event_loop_on_postgresql_and_in_place_on_sqlite(
