@@ -1,8 +1,10 @@
 """PostgreSQL session limits: a row locked from elsewhere costs the requests for that row a bounded wait and a 503,
-while every other request (health, other users' reads and logins) is answered."""
+while every other request (health, other users' reads and logins) is answered. On SQLite, a database another process
+holds for writing costs a write the busy timeout and a 503."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import Api, MakeApi, bearer
+from user_service import db
 from user_service.config import Settings
 from user_service.db import make_engine, normalize_url
 
@@ -122,3 +125,24 @@ def test_a_migration_waits_for_another_beyond_the_lock_timeout(make_settings: An
         engine.dispose()
 
     assert before == after == migrations.head_revision()
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_sqlite_database_another_process_writes_answers_unavailable_and_keeps_the_token(
+    make_api: MakeApi, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh whose transaction cannot begin (another process holds the write lock past the busy timeout) is a
+    503 `database_unavailable`, not a 500, and spends nothing: the same token refreshes once the lock is gone."""
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    api = make_api()
+    refresh_token = api.tokens()["refresh_token"]
+    holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        refused = api.refresh(refresh_token)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert (refused.status_code, refused.json()["code"]) == (503, "database_unavailable")
+    assert api.refresh(refresh_token).status_code == 200

@@ -136,17 +136,15 @@ def _rotate(ctx: Context, refresh_token: str, *, ip: str | None) -> tuple[TokenP
     new_token = security.new_refresh_token()
     outcome = "rotated"
     with ctx.db.write() as tx:
-        row = tx.execute(sql.REFRESH_TOKEN_BY_DIGEST, {"digest": digest}).first()
-        if row is None:
+        token = ctx.db.first_in(tx, sql.REFRESH_TOKEN_BY_DIGEST, {"digest": digest})
+        if token is None:
             raise InvalidToken()
-        token = row._mapping
         subject = TokenSubject(id=token["user_id"], namespace=token["namespace"], username=token["username"])
         session_id: uuid.UUID = token["session_id"]
         if token["token_used_at"] is None:
             _check_live(token, now)
-        claim = tx.execute(sql.CLAIM_REFRESH_TOKEN, {"token_key": token["token_id"], "now": now})
-        if claim.rowcount == 1:
-            tx.execute(sql.TOUCH_SESSION, {"session_key": session_id, "now": now})
+        if ctx.db.changed_in(tx, sql.CLAIM_REFRESH_TOKEN, {"token_key": token["token_id"], "now": now}) == 1:
+            ctx.db.changed_in(tx, sql.TOUCH_SESSION, {"session_key": session_id, "now": now})
         else:
             # Spent meanwhile or before (reuse), or deleted with its user while this refresh was in flight (no alarm).
             spent = tx.execute(sql.REFRESH_TOKEN_USED_AT, {"token_key": token["token_id"]}).first()
@@ -170,7 +168,8 @@ def _rotate(ctx: Context, refresh_token: str, *, ip: str | None) -> tuple[TokenP
                     raise InvalidToken()
                 outcome = "reissued"
         if outcome != "revoked":
-            tx.execute(
+            ctx.db.changed_in(
+                tx,
                 sql.INSERT_REFRESH_TOKEN,
                 _refresh_token_row(ctx, session_id, token["session_expires_at"], new_token, now),
             )
