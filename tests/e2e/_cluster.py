@@ -159,14 +159,17 @@ def released_together(
     return done
 
 
-def assert_all_overlapped(results: Sequence[Timed]) -> None:
-    """Every request was in flight at one same instant: the last to start started before the first ended."""
-    last_start = max(result.started for result in results)
-    first_end = min(result.ended for result in results)
-    assert last_start < first_end, (
-        f"the {len(results)} requests did not overlap: the last started {last_start - first_end:.4f} s "
-        "after the first had ended"
-    )
+def assert_overlapped(results: Sequence[Timed]) -> None:
+    """At least half of the requests were in flight at one same instant (a harness that let them run one after
+    another would show one or two). Not all of them: the threads send their last bytes one after another as they
+    wake from the barrier, and a request the server answers in a few milliseconds (a PATCH, a refresh) may be
+    answered before the last thread has woken."""
+    events = sorted([(result.started, 1) for result in results] + [(result.ended, -1) for result in results])
+    in_flight = most = 0
+    for _, change in events:
+        in_flight += change
+        most = max(most, in_flight)
+    assert most >= len(results) / 2, f"at most {most} of the {len(results)} requests were in flight at once"
 
 
 def peak_in_flight(results: Sequence[Timed]) -> int:

@@ -17,7 +17,7 @@ from tests.conftest import PASSWORD, TemplateDatabase, bearer
 from tests.e2e._cluster import (
     REQUEST_TIMEOUT,
     Call,
-    assert_all_overlapped,
+    assert_overlapped,
     codes,
     database_engine,
     login,
@@ -102,7 +102,7 @@ def test_one_username_registered_at_once_by_many_clients_is_created_once(
 
     results = released_together(server.base_url, [register(number) for number in range(CLIENTS)])
 
-    assert_all_overlapped(results)
+    assert_overlapped(results)
     assert codes(results) == [(201, None)] + [(409, "username_taken")] * (CLIENTS - 1)
     with database_engine(race_db_url) as engine, Session(engine) as session:
         rows = session.scalars(select(User).where(User.namespace == namespace)).all()
@@ -124,7 +124,7 @@ def test_one_refresh_token_spent_at_once_by_many_clients_rotates_once_and_ends_t
         [Call("POST", "/auth/refresh", {"refresh_token": presented})] * CLIENTS,
     )
 
-    assert_all_overlapped(results)
+    assert_overlapped(results)
     assert codes(results) == [(200, None)] + [(401, "refresh_token_reused")] * (CLIENTS - 1)
     issued = next(result.response.json() for result in results if result.response.status_code == 200)
     with database_engine(race_db_url) as engine, Session(engine) as session:
@@ -161,7 +161,7 @@ def test_concurrent_failed_logins_are_all_counted(
 
     results = released_together(server.base_url, [Call("POST", "/auth/login", wrong)] * CLIENTS)
 
-    assert_all_overlapped(results)
+    assert_overlapped(results)
     assert codes(results) == [(401, "invalid_credentials")] * CLIENTS
     with database_engine(race_db_url) as engine, Session(engine) as session:
         user = session.scalars(select(User).where(User.namespace == namespace)).one()
@@ -182,7 +182,7 @@ def test_concurrent_patches_of_different_extra_keys_all_survive(
 
     results = released_together(server.base_url, [patch(number) for number in range(CLIENTS)])
 
-    assert_all_overlapped(results)
+    assert_overlapped(results)
     assert codes(results) == [(200, None)] * CLIENTS
     expected = {f"key-{number}": f"value-{number}" for number in range(CLIENTS)}
     with database_engine(race_db_url) as engine, Session(engine) as session:
