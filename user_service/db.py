@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator
@@ -296,14 +296,8 @@ def _configure_sqlite(engine: Engine) -> None:
         options = connection.get_execution_options()
         if options.get(SINGLE_STATEMENT):
             return
-        statement = "BEGIN IMMEDIATE" if options.get("write") else "BEGIN DEFERRED"
-        # On the driver's connection: every write transaction starts here, and SQLAlchemy's execution of a
-        # statement costs more than SQLite's BEGIN. A refusal (the lock not free within the busy timeout) comes out
-        # as SQLAlchemy's error, as from any statement.
-        try:
-            connection.connection.driver_connection.execute(statement)
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(statement, None, exc, sqlite3.Error, dialect=connection.dialect) from None
+        mode = "IMMEDIATE" if options.get("write") else "DEFERRED"
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def make_single_read_engine(engine: Engine) -> Engine:
