@@ -13,6 +13,7 @@ from tests.conftest import PASSWORD, registration
 from user_service import security
 from user_service.service import UserService
 from user_service.service import statements as sql
+from user_service.service import transfer_sql as tsql
 from user_service.service.statements import REFRESH_TOKENS
 
 
@@ -73,3 +74,22 @@ def test_statements_of_a_transaction_on_the_drivers_cursor_do_what_sqlalchemy_do
     assert kept["2" * 64].expires_at == now + timedelta(days=1)
     used = service.db.read_one(sql.REFRESH_TOKEN_USED_AT, {"token_key": token["token_id"]})
     assert used is not None and used["used_at"] == now
+
+
+def test_a_read_of_several_rows_gives_sqlalchemys_rows_as_they_are_taken(service: UserService) -> None:
+    """A page read on the driver's cursor: the rows SQLAlchemy gives, in order, whether iterated, indexed from
+    either end or sliced."""
+    for name in ("alice", "bob", "carol"):
+        service.register(registration(namespace="app", username=name, password=PASSWORD))
+    page = tsql.EXPORT_PAGES[(True, False)]
+    params = {"namespace": "app", "limit": 10}
+
+    rows = service.db.read_all(page, params)
+    with service.engine.connect() as connection:
+        expected = [dict(row) for row in connection.execute(page, params).mappings()]
+
+    assert len(rows) == 3
+    assert [dict(row) for row in rows] == expected
+    assert dict(rows[-1]) == expected[-1]
+    assert [dict(row) for row in rows[1:]] == expected[1:]
+    assert list(service.db.read_all(page, {**params, "namespace": "nobody"})) == []

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from sqlalchemy import Connection, Dialect, Engine, Executable, Table, bindparam, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -186,15 +186,41 @@ class _DriverStatement:
         """The rows read (or the first row), by column name; or the number of rows changed."""
         if want == _CHANGED:
             return cursor.rowcount
-        rows = cursor.fetchall() if want == _ALL else cursor.fetchmany(1)
-        columns = self.columns
-        return [
-            {
-                key: value if process is None else process(value)
-                for (key, process), value in zip(columns, row, strict=True)
-            }
-            for row in rows
-        ]
+        if want == _ALL:
+            return _Rows(cursor.fetchall(), self.mapping)
+        return [self.mapping(row) for row in cursor.fetchmany(1)]
+
+    def mapping(self, row: Sequence[Any]) -> dict[str, Any]:
+        """A row as the driver gave it, by column name and through the columns' type processors."""
+        return {
+            key: value if process is None else process(value)
+            for (key, process), value in zip(self.columns, row, strict=True)
+        }
+
+
+class _Rows(Sequence[Mapping[str, Any]]):
+    """The rows of a read, by column name, each made so when it is taken: a page read on one thread (an export's
+    next page) is then made ready on the thread that uses it, which would otherwise wait for it."""
+
+    def __init__(self, rows: list[Sequence[Any]], mapping: Callable[[Sequence[Any]], dict[str, Any]]) -> None:
+        self._rows, self._mapping = rows, mapping
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Mapping[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> Mapping[str, Any] | Sequence[Mapping[str, Any]]:
+        if isinstance(index, slice):
+            return [self._mapping(row) for row in self._rows[index]]
+        return self._mapping(self._rows[index])
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        return map(self._mapping, self._rows)
 
 
 class Database:
@@ -237,9 +263,9 @@ class Database:
         rows = self._read(statement, params, _ONE)
         return rows[0] if rows else None
 
-    def read_all(self, statement: Executable, params: Mapping[str, Any]) -> list[Mapping[Any, Any]]:
+    def read_all(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Mapping[Any, Any]]:
         """Every row of one SELECT (a page: keep it bounded), by column name, run outside a transaction."""
-        rows: list[Mapping[Any, Any]] = self._read(statement, params, _ALL)
+        rows: Sequence[Mapping[Any, Any]] = self._read(statement, params, _ALL)
         return rows
 
     def first_in(self, tx: Transaction, statement: Executable, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -57,7 +57,7 @@ def export_lines(ctx: Context, *, namespace: str | None = None, include_password
     # Each page is one statement (its own consistent snapshot). The next page is read on a thread of its own while
     # this one is written out: the database works on it (PostgreSQL's server, SQLite's C code) meanwhile.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-reader") as reader:
-        page: Future[list[Mapping[Any, Any]]] | None
+        page: Future[Sequence[Mapping[Any, Any]]] | None
         page = reader.submit(ctx.db.read_all, tsql.EXPORT_PAGES[(namespace is not None, False)], dict(params))
         while page is not None:
             rows = page.result()
