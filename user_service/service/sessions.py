@@ -147,11 +147,12 @@ def _rotate(ctx: Context, refresh_token: str, *, ip: str | None) -> tuple[TokenP
             ctx.db.changed_in(tx, sql.TOUCH_SESSION, {"session_key": session_id, "now": now})
         else:
             # Spent meanwhile or before (reuse), or deleted with its user while this refresh was in flight (no alarm).
-            spent = tx.execute(sql.REFRESH_TOKEN_USED_AT, {"token_key": token["token_id"]}).first()
+            spent = ctx.db.first_in(tx, sql.REFRESH_TOKEN_USED_AT, {"token_key": token["token_id"]})
             if spent is None:
                 raise InvalidToken()
-            if not _within_reuse_interval(ctx, spent._mapping["used_at"], now):
-                tx.execute(
+            if not _within_reuse_interval(ctx, spent["used_at"], now):
+                ctx.db.changed_in(
+                    tx,
                     sql.END_SESSION_FOR_REUSE,
                     {
                         "owner_key": subject.id,
@@ -164,7 +165,7 @@ def _rotate(ctx: Context, refresh_token: str, *, ip: str | None) -> tuple[TokenP
             else:
                 _check_live(token, now)
                 # The session may have ended since it was read: only a session still open gets a new token.
-                if tx.execute(sql.TOUCH_OPEN_SESSION, {"session_key": session_id, "now": now}).rowcount != 1:
+                if ctx.db.changed_in(tx, sql.TOUCH_OPEN_SESSION, {"session_key": session_id, "now": now}) != 1:
                     raise InvalidToken()
                 outcome = "reissued"
         if outcome != "revoked":
