@@ -104,40 +104,50 @@ def test_at_most_one_password_hash_per_core_runs_at_once(monkeypatch: pytest.Mon
     assert counts == {"hashing": 0, "peak": cores, "done": callers}
 
 
-def test_the_token_check_reads_off_the_event_loop_on_postgresql_and_in_place_on_sqlite(
+def test_the_token_check_never_blocks_the_event_loop_on_postgresql_and_runs_in_place_on_sqlite(
     api: Api, service: UserService, database: TemplateDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On PostgreSQL a token's first check (a signature to verify, perhaps keys to read) runs in a worker thread;
+    later checks of the same token await their read on the event loop's own connections, with no thread at all."""
     token = api.tokens()["access_token"]
-    calls: list[bool] = []
-    monkeypatch.setattr(service, "authenticate", record_where(calls, service.authenticate))
+    full_checks: list[bool] = []
+    monkeypatch.setattr(service, "authenticate", record_where(full_checks, service.authenticate))
 
     assert api.me(token).status_code == 200
     assert api.client.get("/users/me/sessions", headers=bearer(token)).status_code == 200
+    assert api.me(token).status_code == 200
     assert api.me("not-a-token").status_code == 401
 
-    assert calls == [database.kind == "sqlite"] * 3
+    if database.kind == "sqlite":
+        assert full_checks == [True] * 4
+        assert service.db.loop_reads == {}
+    else:
+        # The new token's check and the bad token's, in worker threads; the seen token's two, on the loop.
+        assert full_checks == [False, False]
+        (reads,) = service.db.loop_reads.values()
+        assert reads.open_connections == 1
 
 
 def test_the_token_check_sees_the_requests_id_wherever_it_runs(
     api: Api, service: UserService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On PostgreSQL the read runs in a worker thread: it still runs in the request's context, so what it logs
-    carries the request's id."""
+    """The token check's read runs in the request's context (in a worker thread, on the event loop, or in place),
+    so what it logs carries the request's id."""
     token = api.tokens()["access_token"]
-    seen: list[tuple[str | None, bool]] = []
-    check = service.authenticate
+    seen: list[str | None] = []
 
-    def authenticate(*args: Any, **kwargs: Any) -> Any:
-        seen.append((telemetry.current_request_id.get(None), on_event_loop()))
-        return check(*args, **kwargs)
+    def record(*_args: Any) -> None:
+        seen.append(telemetry.current_request_id.get(None))
 
-    monkeypatch.setattr(service, "authenticate", authenticate)
+    event.listen(service.engine, "before_cursor_execute", record)
+    try:
+        for request_id in ("first-request", "second-request", "third-request"):
+            headers = {**bearer(token), "X-Request-ID": request_id}
+            assert api.client.get("/users/me", headers=headers).status_code == 200
+    finally:
+        event.remove(service.engine, "before_cursor_execute", record)
 
-    for request_id in ("first-request", "second-request"):
-        assert api.client.get("/users/me", headers={**bearer(token), "X-Request-ID": request_id}).status_code == 200
-
-    assert [request_id for request_id, _ in seen] == ["first-request", "second-request"]
-    assert {in_place for _, in_place in seen} == {service.reads_are_local}
+    assert seen == ["first-request", "second-request", "third-request"]
 
 
 def test_health_checks_the_database_off_the_event_loop_on_postgresql_and_in_place_on_sqlite(

@@ -42,7 +42,9 @@ def driver_error(dbapi: Any) -> Exception:
 
 
 REQUESTS: dict[str, tuple[str, Callable[[Api, str], Any]]] = {
+    # A token's first check, and the check of a token seen before (on PostgreSQL, read on the event loop).
     "token check": (TOKEN_CHECK, lambda api, token: api.me(token)),
+    "token check, seen token": (TOKEN_CHECK, lambda api, token: api.me(token)),
     "write": (WRITE, lambda api, token: api.client.patch("/users/me", json={"full_name": "A"}, headers=bearer(token))),
     "read": (READ, lambda api, token: api.client.get("/users/me/sessions", headers=bearer(token))),
 }
@@ -55,6 +57,8 @@ def answer_with(
     api = make_api(raise_server_exceptions=False)
     token = api.tokens()["access_token"]
     marker, send = REQUESTS[request_name]
+    if request_name.endswith("seen token"):
+        assert send(api, token).status_code == 200
     engine = api.client.app.state.service.engine  # type: ignore[attr-defined]
     with caplog.at_level(logging.ERROR), failing(engine, marker, error):
         response = send(api, token)

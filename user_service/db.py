@@ -123,22 +123,7 @@ def make_engine(settings: Settings, *, create: bool = True) -> Engine:
         _configure_sqlite(engine)
         return engine
     pooled = uses_transaction_pooler(settings)
-    connect_args: dict[str, Any] = {
-        "connect_timeout": settings.db_connect_timeout_seconds,
-        # A database host that vanishes without closing the connection is noticed within seconds, not minutes.
-        "keepalives": 1,
-        "keepalives_idle": 10,
-        "keepalives_interval": 5,
-        "keepalives_count": 3,
-        "tcp_user_timeout": 15_000,
-    }
-    if not pooled:
-        connect_args["options"] = session_options(settings)
-    if pooled or not settings.db_prepared_statements:
-        # psycopg prepares a statement on the server after a few runs and names it per connection (_pg3_0, ...). A
-        # transaction pooler hands that server connection to other clients, whose statements of the same name are
-        # other SQL: a client would run someone else's statement with its own parameters.
-        connect_args["prepare_threshold"] = None
+    connect_args = postgres_connect_args(settings)
     engine = create_engine(
         url,
         # Most recently returned first: under load the same few connections serve every request, the others stay
@@ -157,6 +142,29 @@ def make_engine(settings: Settings, *, create: bool = True) -> Engine:
     if not pooled:
         _check_startup_options(engine, settings)
     return engine
+
+
+def postgres_connect_args(settings: Settings) -> dict[str, Any]:
+    """The driver's connection parameters beyond the URL's, for every PostgreSQL connection the service opens (the
+    pool's and the event loop's own)."""
+    pooled = uses_transaction_pooler(settings)
+    connect_args: dict[str, Any] = {
+        "connect_timeout": settings.db_connect_timeout_seconds,
+        # A database host that vanishes without closing the connection is noticed within seconds, not minutes.
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 15_000,
+    }
+    if not pooled:
+        connect_args["options"] = session_options(settings)
+    if pooled or not settings.db_prepared_statements:
+        # psycopg prepares a statement on the server after a few runs and names it per connection (_pg3_0, ...). A
+        # transaction pooler hands that server connection to other clients, whose statements of the same name are
+        # other SQL: a client would run someone else's statement with its own parameters.
+        connect_args["prepare_threshold"] = None
+    return connect_args
 
 
 def _ping_after_idle(engine: Engine) -> None:

@@ -60,9 +60,14 @@ class BearerPrincipal(HTTPBearer):
         if credentials is None:
             raise NotAuthenticated()
         service: UserService = request.app.state.service
+        token = credentials.credentials
         if self.enrolment:
-            return await run_in_threadpool(service.authenticate, credentials.credentials, enrolment=True)
-        return await run_single_read(service, service.authenticate, credentials.credentials)
+            return await run_in_threadpool(service.authenticate, token, enrolment=True)
+        if service.reads_are_local:
+            return service.authenticate(token)
+        # A token seen before is checked on the event loop, its read awaited there; a new one in a worker thread.
+        principal = await service.authenticate_remembered(token)
+        return principal if principal is not None else await run_in_threadpool(service.authenticate, token)
 
 
 current_principal = BearerPrincipal(

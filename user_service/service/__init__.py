@@ -20,7 +20,9 @@ and hands each call to the domain module that owns the rule:
     admin.py       what an admin key does to a namespace's users
 
 Every method is blocking (database calls, bcrypt); the HTTP layer runs them in a worker thread, except the
-single-row reads on SQLite (see `reads_are_local`). Input arrives validated, as the models of `schemas.py`.
+single-row reads on SQLite (see `reads_are_local`), and `authenticate_remembered`, the one coroutine: the token
+check of a token seen before, whose read an event loop awaits. Input arrives validated, as the models of
+`schemas.py`.
 """
 
 from __future__ import annotations
@@ -308,6 +310,11 @@ class UserService:
         """The active user an access token names, and its open session. A token limited to second-factor enrolment
         is refused (MfaEnrolmentRequired) unless `enrolment` allows it."""
         return tokens.authenticate(self.context, access_token, enrolment=enrolment)
+
+    async def authenticate_remembered(self, access_token: str) -> Principal | None:
+        """`authenticate` for a token this process has verified before, without blocking the event loop (its one
+        read awaited there); None for any other token: check it with `authenticate` in a worker thread."""
+        return await tokens.authenticate_remembered(self.context, access_token)
 
     def refresh(self, refresh_token: str, *, ip: str | None = None) -> TokenPair:
         """Spend a refresh token for a new pair; a spent token presented again revokes its whole session."""

@@ -7,6 +7,7 @@ short transaction each, where the checks that must hold under concurrency are ma
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,8 +22,15 @@ from sqlalchemy.sql.elements import ClauseElement
 
 from user_service import telemetry
 from user_service.config import Settings
-from user_service.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, make_single_read_engine, transaction_limits
+from user_service.db import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    make_engine,
+    make_single_read_engine,
+    postgres_connect_args,
+    transaction_limits,
+)
 from user_service.errors import DatabaseError, DatabaseUnavailable
+from user_service.service.loop_reads import LOOP_READ_CONNECTIONS, Connect, LoopReads
 
 log = logging.getLogger("user_service.service")
 
@@ -220,6 +228,7 @@ class Database:
     """The service's database: single-row reads, read and write transactions, and closing."""
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+        self.settings = settings
         self.engine = engine if engine is not None else make_engine(settings)
         self._single_reads = make_single_read_engine(self.engine)
         self._write_engine = self.engine.execution_options(write=True)
@@ -235,9 +244,14 @@ class Database:
         self.thread_readers: dict[int, Connection | None] = {}
         # Statements run on the driver's cursor: statement -> its compiled form.
         self._driver_statements: dict[Executable, _DriverStatement] = {}
+        # On PostgreSQL, the connections each event loop keeps for its single-row reads (`read_one_on_loop`).
+        self.loop_reads: dict[asyncio.AbstractEventLoop, LoopReads] = {}
 
     def close(self) -> None:
         """Release every connection."""
+        while self.loop_reads:
+            _, reads = self.loop_reads.popitem()
+            reads.close()
         while self.thread_readers:
             _, connection = self.thread_readers.popitem()
             if connection is not None:
@@ -255,6 +269,54 @@ class Database:
         """The first row of one SELECT, by column name, run outside a transaction."""
         rows = self._read(statement, params, _ONE)
         return rows[0] if rows else None
+
+    async def read_one_on_loop(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[Any, Any] | None:
+        """`read_one` for a caller on an event loop, without blocking it: in place on SQLite (a local read), on the
+        loop's own connections on PostgreSQL (the round trip awaited, not waited for in a worker thread)."""
+        if self.reads_are_local:
+            return self.read_one(statement, params)
+        read = self._driver_statement(statement)
+        if not read.direct or not read.required <= params.keys():
+            return await asyncio.to_thread(self.read_one, statement, params)
+        values = read.parameters(params)
+        dbapi = self.engine.dialect.loaded_dbapi
+        with _database_errors():
+            try:
+                rows = await self._loop_reads_here().fetch(read.sql, values, before=self._announce(read.sql, values))
+            except dbapi.Error as exc:
+                raise DBAPIError.instance(read.sql, None, exc, dbapi.Error, dialect=self.engine.dialect) from None
+        return read.mapping(rows[0]) if rows else None
+
+    def _announce(self, sql: str, values: Any) -> Callable[[Any], None] | None:
+        """What tells the engine's before_cursor_execute listeners of a statement run outside SQLAlchemy, if any
+        listen."""
+        if not self.engine._has_events:
+            return None
+        return lambda cursor: self.engine.dispatch.before_cursor_execute(None, cursor, sql, values, None, False)
+
+    def _loop_reads_here(self) -> LoopReads:
+        loop = asyncio.get_running_loop()
+        reads = self.loop_reads.get(loop)
+        if reads is None:
+            # The connections of loops that have ended (a test client's) go with them.
+            for ended in [other for other in self.loop_reads if other.is_closed()]:
+                self.loop_reads.pop(ended).close()
+            settings = self.settings
+            reads = self.loop_reads[loop] = LoopReads(
+                self._loop_connect(),
+                size=min(LOOP_READ_CONNECTIONS, settings.db_pool_size),
+                wait_seconds=settings.db_pool_timeout_seconds,
+                recycle_seconds=settings.db_pool_recycle_seconds,
+            )
+        return reads
+
+    def _loop_connect(self) -> Connect:
+        """How a loop opens a connection: psycopg's async connection, with the pool's parameters, in autocommit."""
+        from psycopg import AsyncConnection
+
+        _, url_params = self.engine.dialect.create_connect_args(self.engine.url)
+        params = {**url_params, **postgres_connect_args(self.settings), "autocommit": True}
+        return lambda: AsyncConnection.connect(**params)
 
     def read_all(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Mapping[Any, Any]]:
         """Every row of one SELECT (a page: keep it bounded), by column name, run outside a transaction."""
@@ -310,9 +372,7 @@ class Database:
         is gone sends the statement through SQLAlchemy on it once more, which meets the same error and does what it
         does for one (drops the pool's connections as old, marks the error so a read runs again on a fresh
         connection); any other error comes out as SQLAlchemy's, as from any statement."""
-        read = self._driver_statements.get(statement)
-        if read is None:
-            read = self._driver_statements[statement] = _DriverStatement(statement, connection.dialect)
+        read = self._driver_statement(statement)
         if not read.direct or not read.required <= params.keys():
             return _through_sqlalchemy(connection, statement, params, want)
         driver: Any = connection.connection.driver_connection
@@ -331,6 +391,12 @@ class Database:
             if connection.dialect.is_disconnect(exc, driver, None):
                 return _through_sqlalchemy(connection, statement, params, want)
             raise DBAPIError.instance(read.sql, None, exc, dbapi.Error, dialect=connection.dialect) from None
+
+    def _driver_statement(self, statement: Executable) -> _DriverStatement:
+        read = self._driver_statements.get(statement)
+        if read is None:
+            read = self._driver_statements[statement] = _DriverStatement(statement, self.engine.dialect)
+        return read
 
     def ping(self) -> bool:
         """Whether the database answers."""

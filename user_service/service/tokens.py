@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from user_service import security
 from user_service.errors import ErrorCode, InvalidToken, MfaEnrolmentRequired, SessionRevoked, UserDisabled
@@ -70,10 +72,34 @@ def authenticate(ctx: Context, access_token: str, *, enrolment: bool = False) ->
     """The active user an access token names, read on every call, and its session, which must be open. A token
     limited to second-factor enrolment is refused (MfaEnrolmentRequired) unless `enrolment` allows it."""
     now = ctx.clock()
-    claims = verified_claims(ctx, access_token, now)
+    claims = _allowed(verified_claims(ctx, access_token, now), enrolment=enrolment)
+    return _principal(claims, ctx.db.read_one(sql.PRINCIPAL, _principal_key(claims)), now)
+
+
+async def authenticate_remembered(ctx: Context, access_token: str) -> Principal | None:
+    """`authenticate` (no enrolment) for a token this process has verified before, its read awaited on the event
+    loop; None for any other token, which needs the full check (`authenticate`, in a worker thread: it may verify a
+    signature or read the keys)."""
+    now = ctx.clock()
+    remembered = _remembered_claims(ctx, access_token, now)
+    if remembered is None:
+        return None
+    claims = _allowed(remembered, enrolment=False)
+    return _principal(claims, await ctx.db.read_one_on_loop(sql.PRINCIPAL, _principal_key(claims)), now)
+
+
+def _allowed(claims: security.AccessClaims, *, enrolment: bool) -> security.AccessClaims:
     if claims.scope is not None and not (enrolment and claims.scope == security.ENROLMENT_SCOPE):
         raise MfaEnrolmentRequired()
-    row = ctx.db.read_one(sql.PRINCIPAL, {"user_id": claims.user_id, "session_id": claims.session_id})
+    return claims
+
+
+def _principal_key(claims: security.AccessClaims) -> dict[str, uuid.UUID]:
+    return {"user_id": claims.user_id, "session_id": claims.session_id}
+
+
+def _principal(claims: security.AccessClaims, row: Mapping[str, Any] | None, now: datetime) -> Principal:
+    """The principal of the row that PRINCIPAL read for the token's claims, if the user and session let it in."""
     if row is None:
         raise InvalidToken()
     user = Account.from_row(row)
@@ -97,12 +123,9 @@ def verified_claims(ctx: Context, access_token: str, now: datetime) -> security.
     """The claims of a valid access token. A token verified before by this process is taken from memory while it
     is unexpired and not issued in the future (the only checks whose outcome changes with time); any other goes
     through the full check: the kid's key, in that key's algorithm, and every claim."""
-    remembered = ctx.keys.verified
-    moment = now.timestamp()
-    cached = remembered.get(access_token, moment)
-    if cached is not None and cached.issued_at <= moment + security.CLOCK_LEEWAY_SECONDS:
-        claims: security.AccessClaims = cached
-        return claims
+    remembered = _remembered_claims(ctx, access_token, now)
+    if remembered is not None:
+        return remembered
     settings = ctx.settings
     key: str | PublicKey = settings.signing_key()
     algorithm: str = settings.jwt_algorithm
@@ -122,5 +145,16 @@ def verified_claims(ctx: Context, access_token: str, now: datetime) -> security.
         now=now,
     )
     if len(access_token) <= _CACHED_TOKEN_MAX_CHARS:
-        remembered.put(access_token, claims)
+        ctx.keys.verified.put(access_token, claims)
     return claims
+
+
+def _remembered_claims(ctx: Context, access_token: str, now: datetime) -> security.AccessClaims | None:
+    """The claims of a token this process verified before, while it is unexpired and not issued in the future (the
+    only checks whose outcome changes with time)."""
+    moment = now.timestamp()
+    cached = ctx.keys.verified.get(access_token, moment)
+    if cached is not None and cached.issued_at <= moment + security.CLOCK_LEEWAY_SECONDS:
+        claims: security.AccessClaims = cached
+        return claims
+    return None
