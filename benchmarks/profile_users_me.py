@@ -1,6 +1,7 @@
-"""Where a GET /users/me spends its time: py-spy samples a real `user-service serve` while wrk loads it.
+"""Where a GET /users/me (or, with `--scenario refresh`, a refresh) spends its time: py-spy samples a real
+`user-service serve` while wrk loads it.
 
-    .venv/bin/python benchmarks/profile_users_me.py [--seconds 10] [--database sqlite|postgresql]
+    .venv/bin/python benchmarks/profile_users_me.py [--seconds 10] [--database sqlite|postgresql] [--scenario refresh]
 
 Server pinned to one core and wrk (plus py-spy) to another, as in run.py. Each stack sample is attributed to
 the deepest frame that belongs to a known layer (JWT, database driver, SQLAlchemy, pydantic, logging, thread
@@ -182,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="samples per second (default 200)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--scenario", choices=("me", "refresh"), default="me")
     parser.add_argument(
         "--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
@@ -206,20 +208,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         launcher = Launcher(pool, workdir, peer_python=None, postgres=postgres, log_level=args.log_level)
         target = launcher.start(SYSTEMS[key], server_cpus)
         target.create_account("me")
-        token = target.log_in("me")[0]
         wrk = Wrk(wrk_path, cpus=load_cpus, script_dir=workdir / "lua")
-        url = target.url + "/users/me"
+        if args.scenario == "me":
+            script, url, title = "get.lua", target.url + "/users/me", "GET /users/me"
+            token = target.log_in("me")[0]
+
+            def load_args(_run: str) -> list[str]:
+                return [token]
+        else:
+            assert target.refresh_path is not None
+            script, url, title = "refresh.lua", target.url + target.refresh_path, "POST /auth/refresh"
+
+            def load_args(run: str) -> list[str]:
+                # Each refresh token is good once: a chain per connection, each answer's token feeding the next.
+                pairs = target.log_in_many("me", args.connections + 4)
+                tokens = workdir / f"refresh-{run}.txt"
+                tokens.write_text("".join(f"{refresh}\n" for _, refresh in pairs if refresh))
+                return [str(tokens), "1"]
+
+        plain_args = load_args("plain")
         before = target.server.cpu_seconds()
-        unprofiled = wrk.run("get.lua", url, [token], connections=args.connections, seconds=args.seconds)
+        unprofiled = wrk.run(script, url, plain_args, connections=args.connections, seconds=args.seconds)
         cpu_ms = (target.server.cpu_seconds() - before) * 1000 / max(unprofiled.requests, 1)
         load_seconds = len(PASSES) * (args.seconds + 2) + 3
-        background = wrk.start("get.lua", url, [token], connections=args.connections, seconds=load_seconds)
+        background = wrk.start(script, url, load_args("sampled"), connections=args.connections, seconds=load_seconds)
         time.sleep(1)
         pin = ["taskset", "-c", ",".join(map(str, load_cpus))] if load_cpus else []
         results: dict[str, dict[str, object]] = {}
         RESULTS.mkdir(parents=True, exist_ok=True)
         for name, _title, options, drop_idle in PASSES:
-            collapsed = RESULTS / f"profile-users-me-{args.database}-{name}.collapsed"
+            collapsed = RESULTS / f"profile-{args.scenario}-{args.database}-{name}.collapsed"
             record = [*pin, str(py_spy), "record", "--pid", str(target.server.process.pid), "--rate", str(args.rate)]
             record += ["--duration", str(args.seconds), "--format", "raw", "--threads", "--nonblocking", *options]
             record += ["--output", str(collapsed)]
@@ -234,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profiled = Wrk.finish(background, load_seconds).summary()
         plain = unprofiled.summary()
         print(
-            f"\nGET /users/me, {args.connections} connections, server pinned to one core: {plain['ok_per_s']} ok/s "
+            f"\n{title}, {args.connections} connections, server pinned to one core: {plain['ok_per_s']} ok/s "
             f"without the profiler (p50 {plain['p50_ms']} ms, p99 {plain['p99_ms']} ms, server CPU {cpu_ms:.3f} ms per "
             f"request); {profiled['ok_per_s']} ok/s while sampled"
         )
@@ -248,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_pass(title, results[name])
         document = {
             "database": args.database,
+            "scenario": args.scenario,
             "rate_hz": args.rate,
             "seconds_per_pass": args.seconds,
             "load_unprofiled": plain,
@@ -255,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "load_profiled": profiled,
             "passes": {name: {"title": title, **results[name]} for name, title, _o, _d in PASSES},
         }
-        out = RESULTS / f"profile-users-me-{args.database}.json"
+        out = RESULTS / f"profile-{args.scenario}-{args.database}.json"
         out.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nwritten: {out}, and the collapsed stacks beside it (for any flame graph viewer)")
         return 0
