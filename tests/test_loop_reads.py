@@ -212,3 +212,22 @@ def test_a_loops_connections_go_when_a_new_loop_reads_after_it_ended(
 
     assert kept.connection.closed
     assert len(service.db.loop_reads) == 1
+
+
+def test_a_read_in_flight_when_the_service_closes_ends_and_its_connection_closes(
+    make_service: Callable[..., UserService],
+) -> None:
+    service = make_service()
+
+    async def closed_meanwhile() -> tuple[Any, LoopReads]:
+        slow = asyncio.ensure_future(service.db.read_one_on_loop(SLOW, {"seconds": 0.2}))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        reads = loop_reads_of(service)
+        service.close()
+        return await slow, reads
+
+    row, reads = on_loop(closed_meanwhile)
+
+    assert row is not None and row["one"] == 1
+    assert reads.open_connections == 0

@@ -90,7 +90,7 @@ class LoopReads:
             except BaseException:
                 self._drop(kept)
                 raise
-        self._give_back(kept)
+        self._release_place(kept)
         return rows
 
     async def _take(self) -> _Kept:
@@ -127,13 +127,6 @@ class LoopReads:
             self._release_place(None)
             raise
 
-    def _give_back(self, kept: _Kept) -> None:
-        if self._closed:
-            self._busy -= 1
-            _finish(kept.connection)
-            return
-        self._release_place(kept)
-
     def _drop(self, kept: _Kept) -> None:
         """A connection in an unknown state (an error, a cancelled read) is closed, never reused."""
         _finish(kept.connection)
@@ -141,7 +134,7 @@ class LoopReads:
 
     def _release_place(self, kept: _Kept | None) -> None:
         """Hand a busy place (with its connection, or None for a place to open one) to the first live waiter, else
-        give it up."""
+        give it up, keeping the connection idle (closing it once `close()` has been called)."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -149,7 +142,10 @@ class LoopReads:
                 return
         self._busy -= 1
         if kept is not None:
-            self._idle.append(kept)
+            if self._closed:
+                _finish(kept.connection)
+            else:
+                self._idle.append(kept)
 
     def _drop_idle(self) -> None:
         while self._idle:
