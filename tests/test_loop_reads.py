@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import bindparam, func, literal, select
+from sqlalchemy import Integer, String, bindparam, cast, event, func, literal, select, text
 
 from tests.conftest import PASSWORD, TEST_SECRET, postgres_database, registration
 from tests.test_connection_reuse import end_server_connections
 from user_service.config import Settings
-from user_service.errors import DatabaseUnavailable
+from user_service.errors import DatabaseError, DatabaseUnavailable
 from user_service.migrations import migrate_to
 from user_service.schemas import TokenPair
 from user_service.service import UserService
@@ -231,3 +231,38 @@ def test_a_read_in_flight_when_the_service_closes_ends_and_its_connection_closes
 
     assert row is not None and row["one"] == 1
     assert reads.open_connections == 0
+
+
+def test_a_statement_the_database_refuses_fails_once_and_is_not_run_again(
+    make_service: Callable[..., UserService],
+) -> None:
+    service = make_service()
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    number = select(cast(bindparam("text", type_=String), Integer).label("number"))
+    event.listen(service.engine, "before_cursor_execute", record)
+    try:
+        with pytest.raises(DatabaseError) as refused:
+            on_loop(lambda: service.db.read_one_on_loop(number, {"text": "not a number"}))
+    finally:
+        event.remove(service.engine, "before_cursor_execute", record)
+
+    assert type(refused.value) is DatabaseError
+    assert len(sent) == 1
+    # The connection it failed on is not kept; the next read opens another and succeeds.
+    assert loop_reads_of(service).open_connections == 0
+    assert on_loop(lambda: service.db.read_one_on_loop(BACKEND, {})) is not None
+
+
+def test_a_statement_the_drivers_cursor_cannot_run_as_compiled_is_read_in_a_thread(
+    make_service: Callable[..., UserService],
+) -> None:
+    service = make_service()
+
+    row = on_loop(lambda: service.db.read_one_on_loop(text("SELECT 41 + 1 AS answer"), {}))
+
+    assert row is not None and row["answer"] == 42
+    assert service.db.loop_reads == {}

@@ -78,8 +78,9 @@ class LoopReads:
         try:
             rows = await _run(kept.connection, sql, values, before)
         except BaseException as exc:
+            dead = _is_disconnect(exc, kept.connection)
             self._drop(kept)
-            if not _is_disconnect(exc, kept.connection):
+            if not dead:
                 raise
             # The connection had died (a database restart, a dropped idle connection): so have the idle ones, which
             # are as old. Once more on a fresh connection.
