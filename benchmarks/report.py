@@ -16,6 +16,10 @@ USER_SERVICE = ("us-sqlite", "us-pg", "us-pgbouncer", "us-pg-noprep")
 POOLER_ROWS = {"me": "GET /users/me", "login": "login", "refresh": "refresh"}
 # Each system is compared with fastapi-users on the same database; the table shows each database as a block.
 PEER_ON = {"sqlite": "fau", "postgresql": "fau-pg"}
+# run.py --compare-users: these rows for these systems also run on a second, larger user base.
+USER_BASE_ROWS = {"me": "GET /users/me", "login": "login", "refresh": "refresh"}
+USER_BASE_SYSTEMS = {"us-sqlite": "SQLite", "us-pg": "PostgreSQL"}
+USER_BASE_DRIFT = 0.10
 DATABASES = (("sqlite", "SQLite"), ("postgresql", "PostgreSQL"), (None, "no database"))
 
 Runs = dict[str, dict[str, list[dict[str, Any]]]]  # scenario -> system -> one headline per round
@@ -84,6 +88,16 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str,
                 result[scenario][system]["vs_direct_postgres"] = _ratio(
                     _get(summary, scenario, system, "ok_per_s"), _get(summary, scenario, "us-pg", "ok_per_s")
                 )
+    for scenario, systems in summary.items():
+        for system in systems:
+            base = SYSTEMS[system].variant_of
+            if base is not None:
+                result.setdefault(scenario, {})[system] = {
+                    "metric": "ok_per_s",
+                    "vs_smaller_user_base": _ratio(
+                        _get(summary, scenario, system, "ok_per_s"), _get(summary, scenario, base, "ok_per_s")
+                    ),
+                }
     scale_two = _get(summary, "scale", "us-sqlite-2w", "ok_per_s")
     scale_one = _get(summary, "scale", "us-sqlite", "ok_per_s")
     result["scale"] = {"us-sqlite-2w": {"metric": "ok_per_s", "vs_one_worker": _ratio(scale_two, scale_one)}}
@@ -93,8 +107,11 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str,
     return result
 
 
-def targets(summary: dict[str, dict[str, dict[str, Any]]], ratio: dict[str, Any]) -> list[dict[str, Any]]:
-    """The contract's targets with the measured value and whether it is met (None: not measured)."""
+def targets(
+    summary: dict[str, dict[str, dict[str, Any]]], ratio: dict[str, Any], *, users: int = 0
+) -> list[dict[str, Any]]:
+    """The contract's targets with the measured value and whether it is met (None: not measured); `users` is the
+    user base the systems were seeded with (run.py's --users)."""
     rows: list[dict[str, Any]] = []
 
     def add(name: str, value: float | None, goal: str, met: Callable[[float], bool]) -> None:
@@ -181,6 +198,16 @@ def targets(summary: dict[str, dict[str, dict[str, Any]]], ratio: dict[str, Any]
     add("--workers 2 / 1 worker, GET /users/me (SQLite)", scale, ">= 1.6", lambda v: v >= 1.6)
     metered = ratio.get("metrics", {}).get("us-sqlite-metrics", {}).get("vs_metrics_off")
     add("metrics on / off, GET /users/me (SQLite)", metered, ">= 0.9", lambda v: v >= 0.9)
+    for scenario, name in USER_BASE_ROWS.items():
+        for system, entry in ratio.get(scenario, {}).items():
+            spec = SYSTEMS[system]
+            if spec.variant_of is not None and spec.users is not None:
+                add(
+                    f"{name}, {spec.users:,} users / {users:,} ({USER_BASE_SYSTEMS.get(spec.variant_of, spec.key)})",
+                    entry["vs_smaller_user_base"],
+                    "within 10 %",
+                    lambda v: abs(v - 1) <= USER_BASE_DRIFT,
+                )
     return rows
 
 
@@ -202,7 +229,7 @@ def table(
     ceiling; one line per system."""
     lines = []
     header = (
-        f"{'system':34} {'ok/s':>9} {'p50 ms':>8} {'p99 ms':>9} {'errors':>7} {'CPU ms/req':>10} "
+        f"{'system':42} {'ok/s':>9} {'p50 ms':>8} {'p99 ms':>9} {'errors':>7} {'CPU ms/req':>10} "
         f"{'RSS MiB':>8} {'RSS+ MiB':>8} {'/peer':>7} {'/ceiling':>8}"
     )
     for scenario, systems in summary.items():
@@ -220,7 +247,7 @@ def table(
                 peer = entry.get("vs_peer", entry.get("vs_one_worker"))
                 ceiling = entry.get("vs_ceiling")
                 lines.append(
-                    f"{SYSTEMS[system].label:34} {_fmt(median['ok_per_s']):>9} {_fmt(median['p50_ms'], '.2f'):>8} "
+                    f"{SYSTEMS[system].label:42} {_fmt(median['ok_per_s']):>9} {_fmt(median['p50_ms'], '.2f'):>8} "
                     f"{_fmt(median['p99_ms'], '.2f'):>9} {median['errors']:>7} "
                     f"{_fmt(median['cpu_ms_per_request'], '.3f'):>10} {_fmt(median['rss_mib']):>8} "
                     f"{_fmt(median['rss_growth_mib']):>8} "
@@ -230,10 +257,15 @@ def table(
             if entry.get("vs_direct_postgres") is not None:
                 direct = _fmt(entry["vs_direct_postgres"], ".2f", "x")
                 lines.append(f"   {SYSTEMS[system].label}: over direct PostgreSQL = {direct}")
+            if entry.get("vs_smaller_user_base") is not None:
+                base = SYSTEMS[SYSTEMS[system].variant_of or system].label
+                over = _fmt(entry["vs_smaller_user_base"], ".2f", "x")
+                lines.append(f"   {SYSTEMS[system].label}: over {base} = {over}")
         if scenario == "refresh":
             for system, entry in ratio.get("refresh", {}).items():
-                own = _fmt(entry.get("vs_own_users_me"), ".2f", "x")
-                lines.append(f"   {SYSTEMS[system].label}: refresh / own GET /users/me = {own}")
+                if "vs_own_users_me" in entry:
+                    own = _fmt(entry.get("vs_own_users_me"), ".2f", "x")
+                    lines.append(f"   {SYSTEMS[system].label}: refresh / own GET /users/me = {own}")
     return "\n".join(lines)
 
 

@@ -50,6 +50,7 @@ from systems import (
     Target,
     make_png,
     multipart,
+    on_users,
     postgres_reachable,
     upload_accounts,
 )
@@ -205,6 +206,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="users seeded by SQL into each system's database before the run (default 0)",
     )
+    parser.add_argument(
+        "--compare-users",
+        type=bounded(1, MAX_USERS),
+        default=None,
+        metavar="N",
+        help="in GET /users/me, login and refresh, also run user-service on SQLite and on PostgreSQL on a database of "
+        "their own seeded with N users, alternated with the --users systems in every round, and report N's "
+        "figures over theirs (the target: within 10 %%)",
+    )
     parser.add_argument("--log-level", choices=("info", "warning"), default="info", help="servers' log level")
     parser.add_argument(
         "--no-access-log",
@@ -247,6 +257,17 @@ class Bench:
         wanted = set(args.systems)
         self.plan = {s.key: [k for k in s.systems if k in wanted] for s in self.scenarios}
         self.plan = {key: systems for key, systems in self.plan.items() if systems}
+        if args.compare_users is not None:
+            # Each system on the larger user base right after itself on the smaller one, in every round.
+            for scenario in report.USER_BASE_ROWS:
+                if scenario in self.plan:
+                    self.plan[scenario] = [
+                        variant
+                        for key in self.plan[scenario]
+                        for variant in (
+                            (key, on_users(key, args.compare_users)) if key in report.USER_BASE_SYSTEMS else (key,)
+                        )
+                    ]
         self.postgres: PostgresDatabase | None = None
         self.postgres_note = ""
         self.targets: dict[str, Target] = {}
@@ -590,7 +611,7 @@ class Bench:
                     result["seconds"] = round(time.monotonic() - started, 1)
                     self.runs.setdefault(scenario, {}).setdefault(key, []).append(result)
                     print(
-                        f"[round {round_no}/{self.args.rounds}] {scenario:12} {SYSTEMS[key].label:34} {_line(result)}",
+                        f"[round {round_no}/{self.args.rounds}] {scenario:12} {SYSTEMS[key].label:42} {_line(result)}",
                         flush=True,
                     )
                     time.sleep(SETTLE_SECONDS)
@@ -662,7 +683,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pinning: {pinning['description']}")
         print("user-service: RATE_LIMIT_ENABLED=false (the per-address rate limit is OFF for the benchmark; the")
         print(f"  account lockout stays on), BCRYPT_ROUNDS={BCRYPT_ROUNDS}, log level {args.log_level}")
-        print(f"access logs: {'off' if args.no_access_log else 'on'} on every system; seeded users: {args.users:,}")
+        compared = f", and {args.compare_users:,} to compare" if args.compare_users is not None else ""
+        print(
+            f"access logs: {'off' if args.no_access_log else 'on'} on every system; "
+            f"seeded users: {args.users:,}{compared}"
+        )
         print(f"PostgreSQL: {bench.postgres_note or 'not requested'}")
         print(
             f"plan: {args.rounds} rounds of {args.duration} s runs; about {bench.estimate_seconds() // 60 + 1} min",
@@ -701,7 +726,7 @@ def build_document(
             if good:
                 summary.setdefault(scenario, {})[key] = report.medians(good)
     ratios = report.ratios(summary)
-    targets = report.targets(summary, ratios)
+    targets = report.targets(summary, ratios, users=args.users)
     titles = {key: f"{s.title}" for key, s in SCENARIOS.items()}
     labels = {key: s.ratio_label for key, s in SCENARIOS.items()}
     text = report.table(titles, labels, summary, ratios) + "\n" + report.targets_table(targets)
@@ -734,6 +759,7 @@ def build_document(
             "log_level": args.log_level,
             "access_log": not args.no_access_log,
             "users": args.users,
+            "compare_users": args.compare_users,
             "seeding_s": bench.launcher.seeded if bench.launcher else {},
             "wrk": "1 thread, --timeout 10s",
             "postgresql": bench.postgres_note or "not requested",

@@ -14,7 +14,7 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from seeding import seed_by_sql, seed_peer_by_sql
@@ -68,6 +68,9 @@ class SystemSpec:
     storage: str = "local"  # user-service's AVATAR_STORAGE: "local" or "s3"
     pooler: bool = False  # PostgreSQL through PgBouncer in transaction mode (DB_POOLER=transaction)
     prepared_statements: bool = True  # DB_PREPARED_STATEMENTS (the pooler setting turns them off as well)
+    # A copy of system `variant_of` on a database of its own, seeded with `users` users instead of run.py's --users.
+    variant_of: str | None = None
+    users: int | None = None
 
 
 SYSTEMS: dict[str, SystemSpec] = {
@@ -87,6 +90,17 @@ SYSTEMS: dict[str, SystemSpec] = {
         SystemSpec("us-s3", "user-service (SQLite, S3 storage)", "user-service", "sqlite", storage="s3"),
     )
 }
+
+
+def on_users(key: str, users: int) -> str:
+    """The key of system `key` run on a database of its own seeded with `users` users (registered on first use), so
+    that one run measures the same system on two user bases, alternated round by round like any two systems."""
+    variant = f"{key}@{users}"
+    if variant not in SYSTEMS:
+        spec = SYSTEMS[key]
+        label = f"{spec.label.removesuffix(')')}, {users:,} users)"
+        SYSTEMS[variant] = replace(spec, key=variant, label=label, variant_of=key, users=users)
+    return variant
 
 
 @dataclass(frozen=True)
@@ -280,18 +294,20 @@ class Launcher:
         return f"sqlite:///{self.workdir / (spec.key + '.db')}"
 
     def _seed(self, spec: SystemSpec, url: str) -> None:
-        """Seed `self.users` users into the database at `url` once (a restarted server finds them there)."""
-        if not self.users or spec.database is None or url in self._seeded_urls:
+        """Seed the system's users (its own count, else `self.users`) into the database at `url` once (a restarted
+        server finds them there)."""
+        users = spec.users if spec.users is not None else self.users
+        if not users or spec.database is None or url in self._seeded_urls:
             return
-        print(f"seeding {self.users:,} users into {spec.label}'s database", flush=True)
+        print(f"seeding {users:,} users into {spec.label}'s database", flush=True)
         seed = seed_by_sql if spec.kind == "user-service" else seed_peer_by_sql
         try:
-            seconds = seed(spec.database, url, self.users)
+            seconds = seed(spec.database, url, users)
         except Exception as error:
             raise PrepareError(f"seeding {spec.label}'s database failed: {error}") from error
         self._seeded_urls.add(url)
         self.seeded[spec.key] = round(seconds, 1)
-        print(f"  {self.users:,} users seeded in {seconds:.1f} s", flush=True)
+        print(f"  {users:,} users seeded in {seconds:.1f} s", flush=True)
 
     def close(self) -> None:
         """Stop PgBouncer and drop the databases made for single systems."""
