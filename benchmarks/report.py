@@ -16,8 +16,8 @@ USER_SERVICE = ("us-sqlite", "us-pg", "us-pgbouncer", "us-pg-noprep")
 POOLER_ROWS = {"me": "GET /users/me", "login": "login", "refresh": "refresh"}
 # Each system is compared with fastapi-users on the same database; the table shows each database as a block.
 PEER_ON = {"sqlite": "fau", "postgresql": "fau-pg"}
-# run.py --compare-users: these rows for these systems also run on a second, larger user base.
-USER_BASE_ROWS = {"me": "GET /users/me", "login": "login", "refresh": "refresh"}
+# run.py --compare-users: the same rows, for these systems, also run on a second, larger user base.
+USER_BASE_ROWS = POOLER_ROWS
 USER_BASE_SYSTEMS = {"us-sqlite": "SQLite", "us-pg": "PostgreSQL"}
 USER_BASE_DRIFT = 0.10
 DATABASES = (("sqlite", "SQLite"), ("postgresql", "PostgreSQL"), (None, "no database"))
