@@ -163,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 jwt_secret_key=secret,
                 bcrypt_rounds=4,
                 rate_limit_enabled=False,
+                access_log=False,
                 upload_dir=Path(workdir) / "uploads",
                 _env_file=None,  # type: ignore[call-arg]
             )
