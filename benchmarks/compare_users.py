@@ -15,16 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROWS = {"me": "GET /users/me", "login": "login", "refresh": "refresh"}
+from report import USER_BASE_DRIFT, USER_BASE_ROWS, USER_BASE_SYSTEMS
+from systems import SYSTEMS
+
 # user-service on each database carries the target; fastapi-users is shown for reference.
-SYSTEMS = {
-    "us-sqlite": "user-service (SQLite)",
-    "us-pg": "user-service (PostgreSQL)",
-    "fau": "fastapi-users (SQLite)",
-    "fau-pg": "fastapi-users (PostgreSQL)",
-}
-TARGET_SYSTEMS = ("us-sqlite", "us-pg")
-TOLERANCE = 0.10
+COMPARED = (*USER_BASE_SYSTEMS, "fau", "fau-pg")
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -40,17 +35,17 @@ def _median(document: dict[str, Any], scenario: str, system: str) -> dict[str, A
 def compare(first: dict[str, Any], second: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per scenario and system measured in both runs: ok/s and p99 of each, and B over A."""
     rows = []
-    for scenario, name in ROWS.items():
-        for system, label in SYSTEMS.items():
+    for scenario, name in USER_BASE_ROWS.items():
+        for system in COMPARED:
             a, b = _median(first, scenario, system), _median(second, scenario, system)
             if not a or not b or not a.get("ok_per_s") or b.get("ok_per_s") is None:
                 continue
             ratio = round(b["ok_per_s"] / a["ok_per_s"], 3)
-            met = abs(ratio - 1) <= TOLERANCE if system in TARGET_SYSTEMS else None
+            met = abs(ratio - 1) <= USER_BASE_DRIFT if system in USER_BASE_SYSTEMS else None
             rows.append(
                 {
                     "scenario": name,
-                    "system": label,
+                    "system": SYSTEMS[system].label,
                     "a_ok_per_s": a["ok_per_s"],
                     "b_ok_per_s": b["ok_per_s"],
                     "a_p99_ms": a.get("p99_ms"),

@@ -121,9 +121,16 @@ def create_app(
     # Routers are tried in this order, each route of a router tried (FastAPI matches an included router's routes
     # once to pick the router and again to pick the route, a few microseconds each): the most frequent requests
     # first, GET /users/me, then the token endpoints (refresh, login).
-    for router in (users.me_router, auth.router, health.router, users.router, uploads.router, keys.router):
+    for router in (
+        users.me_router,
+        auth.router,
+        health.router,
+        users.router,
+        uploads.router,
+        keys.router,
+        admin.router,
+    ):
         app.include_router(router)
-    app.include_router(admin.router)
     if settings.docs_enabled:
         install_docs(app, "/openapi.json")
     return app
